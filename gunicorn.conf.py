@@ -1,0 +1,75 @@
+"""gunicorn settings for the decision service (the production entry point).
+
+    gunicorn -c gunicorn.conf.py 'kti_policy.app:create_app()'
+
+Every setting can be overridden on the command line (``--bind``, ``--workers``) or through
+``GUNICORN_CMD_ARGS``. Defaults: ``KTI_BIND`` (127.0.0.1:8080), ``WEB_CONCURRENCY`` workers (2),
+``KTI_THREADS`` threads per worker (4, gthread: keep-alive connections).
+
+- Without ``KTI_API_KEYS`` the server refuses to start on a non-loopback address (``on_starting``).
+- Prometheus multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` is set here (a fresh temporary folder
+  unless given) before any worker imports prometheus-client; it is emptied at start, and a dead
+  worker's live gauges are dropped in ``child_exit``.
+- Workers load the app themselves (no preload): each opens its own database connections and
+  decision-log descriptor after the fork.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+
+bind = [os.environ.get("KTI_BIND", "127.0.0.1:8080")]
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = os.environ.get("KTI_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("KTI_THREADS", "4"))
+keepalive = 5
+timeout = 30
+graceful_timeout = 20
+preload_app = False
+max_requests = int(os.environ.get("KTI_MAX_REQUESTS", "0"))
+max_requests_jitter = max_requests // 10
+accesslog = os.environ.get("KTI_ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("KTI_LOG_LEVEL", "info").lower()
+limit_request_line = 8190
+limit_request_fields = 100
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+proc_name = "kti-policy"
+# gunicorn 23+ opens a control socket at a fixed per-user path; several services on one host (and
+# the tests) would fight over it, and nothing here uses it.
+control_socket_disable = True
+
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kti-prometheus-")
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+
+def on_starting(server):  # type: ignore[no-untyped-def]
+    """Refuse a public bind without API keys; start metrics from empty."""
+    from kti_policy.config import check_auth_for_binds
+    from kti_policy.errors import ConfigError
+
+    env = {**os.environ, **(server.cfg.env or {})}
+    try:
+        warnings = check_auth_for_binds(list(server.cfg.bind), env.get("KTI_API_KEYS"))
+    except ConfigError as exc:
+        server.log.error("refusing to start: %s", exc)
+        raise SystemExit(2) from None
+    for warning in warnings:
+        server.log.warning(warning)
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.unlink(path)
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):  # type: ignore[no-untyped-def]
+    app = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("kti")
+    if app is not None:
+        app.close()

@@ -1,0 +1,1 @@
+"""HTTP layer: Flask blueprints over the library. Thin: parse, call the library, render."""

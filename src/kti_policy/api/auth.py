@@ -1,0 +1,152 @@
+"""API keys and roles (CONTRACT section 6).
+
+``KTI_API_KEYS`` is a comma-separated list of ``key:role[+role]`` with roles ``query``, ``ingest`` and
+``admin``; ``admin`` implies the other two. A key is sent as ``Authorization: Bearer <key>`` or
+``X-API-Key: <key>``. With no keys configured auth is off; the app factory and the server entry
+points only allow that on a loopback address (see ``kti_policy.config``).
+
+Views declare what they need with ``@require_role("query")``; a request without a valid key raises
+``Unauthorized`` (401), one whose key lacks the role raises ``Forbidden`` (403). Both are
+``KtiError`` subclasses, rendered by ``kti_policy.api.errors`` like every other error.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, TypeVar, cast
+
+from flask import current_app, g, request
+
+from kti_policy.errors import ConfigError, KtiError, Unauthorized
+
+ROLES = ("query", "ingest", "admin")
+# admin may do everything a query or ingest key may do
+_IMPLIED: dict[str, frozenset[str]] = {
+    "query": frozenset({"query"}),
+    "ingest": frozenset({"ingest"}),
+    "admin": frozenset(ROLES),
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = ["ApiKeys", "Forbidden", "Unauthorized", "check_role", "presented_key", "require_role"]
+
+
+class Forbidden(KtiError):
+    """A known API key without the role the endpoint needs (HTTP 403)."""
+
+    code = "forbidden"
+
+
+def _digest(key: str) -> bytes:
+    # Keys are looked up by digest so that the comparison does not leak key prefixes by timing.
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True)
+class ApiKeys:
+    """The configured keys (by digest) and their roles. Empty means auth is off."""
+
+    roles_by_digest: Mapping[bytes, frozenset[str]] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.roles_by_digest)
+
+    @classmethod
+    def parse(cls, text: str | None) -> "ApiKeys":
+        """Parse ``key:role[+role],...``; raises ``ConfigError`` naming the bad entry."""
+        keys: dict[bytes, frozenset[str]] = {}
+        for raw in (text or "").split(","):
+            entry = raw.strip()
+            if not entry:
+                continue
+            key, sep, role_text = entry.rpartition(":")
+            if not sep or not key:
+                raise ConfigError(
+                    "KTI_API_KEYS: each entry must be key:role[+role]",
+                    {"entry_index": len(keys)},
+                )
+            roles: set[str] = set()
+            for role in role_text.split("+"):
+                role = role.strip()
+                if role not in _IMPLIED:
+                    raise ConfigError(
+                        f"KTI_API_KEYS: unknown role {role!r}; known roles: {', '.join(ROLES)}",
+                        {"role": role, "known": list(ROLES)},
+                    )
+                roles |= _IMPLIED[role]
+            keys[_digest(key)] = frozenset(roles) | keys.get(_digest(key), frozenset())
+        return cls(keys)
+
+    def roles_for(self, key: str) -> frozenset[str] | None:
+        """The roles of ``key``, or None when it is not a configured key."""
+        found: frozenset[str] | None = None
+        wanted = _digest(key)
+        for digest, roles in self.roles_by_digest.items():
+            # constant-time over the whole table: no early exit on a match
+            if hmac.compare_digest(digest, wanted):
+                found = roles
+        return found
+
+
+def presented_key() -> str | None:
+    """The key the current request carries, from ``Authorization: Bearer`` or ``X-API-Key``."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    key = request.headers.get("X-API-Key", "").strip()
+    return key or None
+
+
+def current_keys() -> ApiKeys:
+    """The app's keys; an app without the kti extension has auth off."""
+    state = current_app.extensions.get("kti")
+    keys = getattr(state, "api_keys", None)
+    return keys if isinstance(keys, ApiKeys) else ApiKeys()
+
+
+def check_role(role: str) -> None:
+    """Raise ``Unauthorized``/``Forbidden`` unless the current request may act as ``role``."""
+    if role not in _IMPLIED:
+        raise ValueError(f"unknown role {role!r}")
+    keys = current_keys()
+    if not keys.enabled:
+        g.kti_roles = frozenset(ROLES)
+        return
+    key = presented_key()
+    if key is None:
+        raise Unauthorized(
+            "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            {"required_role": role},
+        )
+    roles = keys.roles_for(key)
+    if roles is None:
+        raise Unauthorized("unknown API key", {"required_role": role})
+    if role not in roles:
+        raise Forbidden(
+            f"this API key lacks the role {role!r}",
+            {"required_role": role, "roles": sorted(roles)},
+        )
+    g.kti_roles = roles
+
+
+def require_role(role: str) -> Callable[[F], F]:
+    """Decorator for a view: the caller's API key must have ``role`` (when auth is on)."""
+    if role not in _IMPLIED:
+        raise ValueError(f"unknown role {role!r}; known roles: {', '.join(ROLES)}")
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            check_role(role)
+            return view(*args, **kwargs)
+
+        wrapped.required_role = role  # type: ignore[attr-defined]  # read by the openapi builder
+        return cast(F, wrapped)
+
+    return decorate

@@ -1,0 +1,194 @@
+"""``POST /v1/decisions`` and ``POST /v1/decisions/batch`` (CONTRACT section 2).
+
+Parse (the core's schema and vocabulary checks: a client error is a 400, never a deny), look up the
+subject's recorded facts, decide, log, answer. Anything that fails after the request was accepted
+(the facts store, evaluation) answers *deny* with an ``eval_error`` reason: fail closed, never an
+allow and never a 500 for a decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from marshmallow import ValidationError
+
+from kti_policy.decision import EVAL_ERROR, Decision, Reason
+from kti_policy.errors import RequestError
+from kti_policy.facts import SubjectFacts
+from kti_policy.model import Text
+from kti_policy.operation import Operation, parse_operation
+
+from .auth import require_role
+from .schemas import BatchRequestSchema, read_json_object
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("decisions", __name__)
+
+LANGS = ("en", "fi")
+_BATCH_SCHEMA = BatchRequestSchema()
+_FACTS_UNAVAILABLE = Text(
+    fi="Rekisteröidyn tietoja ei voitu hakea; toimenpide on kielletty varmuuden vuoksi.",
+    en="The subject's recorded facts could not be read; the operation is denied to be safe.",
+)
+
+
+def negotiated_language() -> str:
+    """``fi`` or ``en`` from ``Accept-Language`` (``fi-FI`` counts as ``fi``); default ``en``."""
+    header = request.headers.get("Accept-Language")
+    if not header:
+        return "en"
+    return request.accept_languages.best_match(LANGS, default="en") or "en"
+
+
+def _state() -> Any:
+    return current_app.extensions["kti"]
+
+
+def _facts_or_none(state: Any, subject_id: str | None, cache: dict[str, SubjectFacts]) -> SubjectFacts | None:
+    """Recorded facts for the subject (empty without a subject); None when the store failed."""
+    if subject_id is None:
+        return SubjectFacts()
+    hit = cache.get(subject_id)
+    if hit is not None:
+        return hit
+    try:
+        facts = state.store.facts_for(subject_id)
+    except Exception:
+        log.exception("reading subject facts failed; answering deny")
+        return None
+    cache[subject_id] = facts
+    return facts
+
+
+def _fail_closed(op: Operation, version: str, fault: str) -> Decision:
+    return Decision(
+        "dec_" + uuid.uuid4().hex,
+        False,
+        (Reason(EVAL_ERROR, "forbid", _FACTS_UNAVAILABLE, ""),),
+        (),
+        version,
+        datetime.now(UTC),
+        op,
+        SubjectFacts(),
+        error=fault,
+    )
+
+
+def _decide_all(ops: list[Operation]) -> list[Decision]:
+    state = _state()
+    loaded = state.loaded()  # one policy set for the whole request, even across a reload
+    decider = loaded.decider
+    cache: dict[str, SubjectFacts] = {}
+    out: list[Decision] = []
+    for op in ops:
+        facts = _facts_or_none(state, op.subject_id, cache)
+        if facts is None:
+            out.append(_fail_closed(op, loaded.version, "facts_unavailable"))
+            continue
+        try:
+            decision = decider.decide(op, facts)
+        except Exception as exc:  # decide() fails closed itself; this is the belt to its braces
+            log.exception("decide raised; answering deny")
+            decision = _fail_closed(op, loaded.version, f"{type(exc).__name__}")
+        out.append(decision)
+    state.record_decisions(out)
+    return out
+
+
+def _parse_one(body: Any, vocabulary: Any, index: int | None = None) -> Operation:
+    if index is None:
+        return parse_operation(body, vocabulary)
+    prefix = f"operations[{index}]."
+    try:
+        return parse_operation(body, vocabulary, field_prefix=prefix)
+    except RequestError as err:
+        err.details = {"index": index, **err.details}
+        if f"operations[{index}]" not in err.message:
+            err.message = f"operations[{index}]: {err.message}"
+            err.args = (err.message,)
+        raise
+
+
+@bp.post("/v1/decisions")
+@require_role("query")
+def decide_one() -> Any:
+    """Decide one operation.
+    ---
+    post:
+      summary: Decide one operation
+      description: Messages follow Accept-Language (fi or en, default en).
+      parameters:
+        - {in: header, name: Accept-Language, schema: {type: string, example: fi}}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: Operation
+      responses:
+        200:
+          description: the decision
+          content:
+            application/json:
+              schema: Decision
+    """
+    started = time.perf_counter()
+    body = read_json_object()
+    lang = negotiated_language()
+    vocabulary = _state().loaded().policy_set.vocabulary
+    op = _parse_one(body, vocabulary)
+    decision = _decide_all([op])[0]
+    _state().observe_decision_latency("single", time.perf_counter() - started)
+    return jsonify(decision.to_dict(lang))
+
+
+@bp.post("/v1/decisions/batch")
+@require_role("query")
+def decide_batch() -> Any:
+    """Decide up to 1000 operations; one bad item makes the whole batch a 400 naming its index.
+    ---
+    post:
+      summary: Decide several operations at once
+      description: >-
+        Answers in the same order. One bad item makes the whole batch a 400 whose details name
+        its index; nothing is decided or logged then.
+      parameters:
+        - {in: header, name: Accept-Language, schema: {type: string, example: fi}}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: BatchRequest
+      responses:
+        200:
+          description: the decisions, in request order
+          content:
+            application/json:
+              schema: BatchResponse
+    """
+    started = time.perf_counter()
+    body = read_json_object()
+    lang = negotiated_language()
+    try:
+        envelope = _BATCH_SCHEMA.load(body)
+    except ValidationError as exc:
+        errs = exc.normalized_messages()
+        raise RequestError(
+            "invalid batch: " + "; ".join(f"{k}: {v}" for k, v in errs.items()), {"errors": errs}
+        ) from None
+    max_batch = int(current_app.config.get("KTI_MAX_BATCH", 1000))
+    items = envelope["operations"]
+    if len(items) > max_batch:
+        raise RequestError(
+            f"operations: at most {max_batch} per batch", {"errors": {"operations": ["too many"]}}
+        )
+    vocabulary = _state().loaded().policy_set.vocabulary
+    ops = [_parse_one(item, vocabulary, i) for i, item in enumerate(items)]
+    decisions = _decide_all(ops)
+    _state().observe_decision_latency("batch", time.perf_counter() - started)
+    return jsonify({"decisions": [d.to_dict(lang) for d in decisions]})

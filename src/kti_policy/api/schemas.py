@@ -1,0 +1,157 @@
+"""HTTP-level marshmallow schemas: the envelopes around the core's request schema.
+
+The decision request itself is ``kti_policy.operation.OperationSchema`` (the core validates it,
+together with the vocabulary, in ``parse_operation``); this module adds the batch envelope, the
+response shapes and the error body. ``kti_policy.openapi`` documents the API from these same
+classes, so the published schema cannot drift from what the service checks.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import request
+from marshmallow import RAISE, Schema, fields, validate
+from werkzeug.exceptions import UnsupportedMediaType
+
+from kti_policy.errors import RequestError
+
+MAX_BATCH = 1000
+
+
+def operation_schema() -> type[Schema]:
+    """The core's decision request schema (imported late: the core may load after this module)."""
+    from kti_policy.operation import OperationSchema
+
+    return OperationSchema
+
+
+class _OperationList(fields.List):
+    """A list of decision requests; each item is validated by the core with its index, so the
+    envelope only checks that it is a list of objects. Documented as ``array of Operation``."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.make_error("invalid")
+        return list(value)
+
+
+class BatchRequestSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    operations = _OperationList(
+        fields.Nested(lambda: operation_schema()()),
+        required=True,
+        validate=validate.Length(max=MAX_BATCH),
+        metadata={"description": f"decision requests, at most {MAX_BATCH}"},
+    )
+
+
+class ReasonSchema(Schema):
+    rule = fields.String(required=True)
+    effect = fields.String(required=True, validate=validate.OneOf(["permit", "forbid"]))
+    message = fields.String(required=True, metadata={"description": "in the negotiated language"})
+    source = fields.String(metadata={"description": "citation in the register notice, e.g. §7"})
+
+
+class ObligationSchema(Schema):
+    type = fields.String(required=True, validate=validate.OneOf(["respond_by", "access_fee"]))
+    due = fields.Date(metadata={"description": "respond_by: date in Europe/Helsinki"})
+    chargeable = fields.Boolean(metadata={"description": "access_fee"})
+    rule = fields.String()
+    message = fields.String()
+
+
+class DecisionSchema(Schema):
+    decision_id = fields.String(required=True)
+    decision = fields.String(required=True, validate=validate.OneOf(["allow", "deny"]))
+    allowed = fields.Boolean(required=True)
+    reasons = fields.List(fields.Nested(ReasonSchema), required=True)
+    obligations = fields.List(fields.Nested(ObligationSchema), required=True)
+    policy_version = fields.String(required=True)
+    evaluated_at = fields.DateTime(required=True)
+
+
+class BatchResponseSchema(Schema):
+    decisions = fields.List(fields.Nested(DecisionSchema), required=True)
+
+
+class ErrorSchema(Schema):
+    error = fields.String(
+        required=True,
+        metadata={"description": "stable snake_case code, e.g. bad_request, unknown_vocabulary_id"},
+    )
+    message = fields.String(required=True)
+    details = fields.Dict(
+        required=True,
+        metadata={
+            "description": "bad_request: `fields` (field -> messages) and, in a batch, `index`; "
+            "unknown_vocabulary_id: `field`, `value`, `known`; invalid_policies: `errors` "
+            "(file, line, col, code, message) and `messages` (file:line:col: message)"
+        },
+    )
+
+
+class PolicyErrorSchema(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    file = fields.String(required=True)
+    line = fields.Integer(required=True)
+    col = fields.Integer(required=True)
+    severity = fields.String()
+
+
+class PolicySetSchema(Schema):
+    policy_version = fields.String(required=True)
+    policies = fields.List(fields.Dict(), metadata={"description": "each policy with its rule ids"})
+    vocabulary = fields.Dict(metadata={"description": "kind -> id -> fi/en labels"})
+
+
+class ReloadResultSchema(Schema):
+    policy_version = fields.String(required=True)
+    previous_version = fields.String(required=True)
+    changed = fields.Boolean(required=True)
+    policies = fields.List(fields.String())
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True)
+
+
+class ReadySchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ready", "not_ready"]))
+    policy_version = fields.String(allow_none=True)
+    checks = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+def read_json_object() -> dict[str, Any]:
+    """The request body as a JSON object.
+
+    415 when the body is not declared JSON, 413 (from werkzeug, via ``MAX_CONTENT_LENGTH``) when it
+    is too large, 400 when it does not parse or is not an object.
+    """
+    if not request.is_json:
+        raise UnsupportedMediaType(
+            "the body must be JSON: send 'Content-Type: application/json'"
+        )
+    raw = request.get_data(cache=True)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        detail: dict[str, Any] = {}
+        if isinstance(exc, json.JSONDecodeError):
+            detail = {"line": exc.lineno, "col": exc.colno}
+        raise RequestError("the body is not valid JSON", detail) from None
+    if not isinstance(body, dict):
+        raise RequestError(
+            f"the body must be a JSON object, not {_json_type(body)}", {"fields": {"_schema": []}}
+        )
+    return body
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )

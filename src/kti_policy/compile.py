@@ -1,0 +1,154 @@
+"""Compile a policy set's conditions into durable-rules ruleset JSON.
+
+durable-rules matches flat JSON facts and has sharp edges we measured: a missing field never
+matches ``$neq``, ``$nex`` can hang, ``$iall`` over an empty list never matches, and it has no
+``$not``. So the compiler
+- pushes negation down to the leaves (negation normal form),
+- gives every scalar field a value in the fact (``NONE`` when not given),
+- turns each list membership a rule asks about into a boolean field of the fact,
+and the fact holds only the fields some rule reads (the *projection*), which also makes a good
+cache key: decisions that agree on every projected field get the same matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .fields import FIELDS
+from .model import All, AnyOf, Condition, Const, Contains, ContainsAny, Eq, In, Not, PolicySet, Present
+
+NONE = "\u2205"  # the value of a scalar field that was not given
+TRUE_KEY = "k__t"  # a constant field: {k__t: 1} is "always", {k__t: 0} "never"
+
+
+def encode(value: Any) -> Any:
+    """A scalar as the fact holds it: ``None`` becomes ``NONE``; a string that starts with ``NONE``
+    gets one more, so no given value can ever look like "not given"."""
+    if value is None:
+        return NONE
+    if isinstance(value, str) and value.startswith(NONE):
+        return NONE + value
+    return value
+
+
+def _scalar_key(path: str) -> str:
+    return "f__" + path.replace(".", "__")
+
+
+def _member_key(path: str, value: str) -> str:
+    return "m__" + path.replace(".", "__") + "__" + value
+
+
+def _count_key(path: str) -> str:
+    return "n__" + path.replace(".", "__")
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Which fields of the flat context the compiled rules read, in a fixed order."""
+
+    scalars: tuple[str, ...]
+    members: tuple[tuple[str, str], ...]
+    counts: tuple[str, ...]
+
+    def fact(self, ctx: Mapping[str, Any]) -> dict[str, Any]:
+        fact: dict[str, Any] = {TRUE_KEY: 1}
+        for path in self.scalars:
+            fact[_scalar_key(path)] = encode(ctx.get(path))
+        for path, value in self.members:
+            fact[_member_key(path, value)] = value in (ctx.get(path) or ())
+        for path in self.counts:
+            fact[_count_key(path)] = len(ctx.get(path) or ())
+        return fact
+
+    def key(self, ctx: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The projected values as a tuple: equal keys give equal matches."""
+        out: list[Any] = []
+        for path in self.scalars:
+            out.append(ctx.get(path))
+        for path, value in self.members:
+            out.append(value in (ctx.get(path) or ()))
+        for path in self.counts:
+            out.append(bool(ctx.get(path)))
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class CompiledRuleset:
+    name: str  # durable-rules ruleset name: content hash, so a reload never re-registers a name
+    rules: Mapping[str, dict[str, Any]]  # rule id -> durable condition JSON (without "run")
+    projection: Projection
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.scalars: set[str] = set()
+        self.members: set[tuple[str, str]] = set()
+        self.counts: set[str] = set()
+
+    def compile(self, cond: Condition, neg: bool = False) -> dict[str, Any]:
+        if isinstance(cond, Const):
+            return {TRUE_KEY: 1 if cond.value != neg else 0}
+        if isinstance(cond, Eq):
+            return self._eq(cond.path, cond.value, neg)
+        if isinstance(cond, In):
+            parts = [self._eq(cond.path, v, neg) for v in cond.values]
+            return _join("$and" if neg else "$or", parts)
+        if isinstance(cond, Contains):
+            return self._member(cond.path, cond.value, neg)
+        if isinstance(cond, ContainsAny):
+            parts = [self._member(cond.path, v, neg) for v in cond.values]
+            return _join("$and" if neg else "$or", parts)
+        if isinstance(cond, Present):
+            want = cond.expected != neg
+            if FIELDS[cond.path].shape == "list":
+                self.counts.add(cond.path)
+                key = _count_key(cond.path)
+                return {"$gt": {key: 0}} if want else {key: 0}
+            self.scalars.add(cond.path)
+            key = _scalar_key(cond.path)
+            return {"$neq": {key: NONE}} if want else {key: NONE}
+        if isinstance(cond, All):
+            if not cond.items:
+                return {TRUE_KEY: 0 if neg else 1}
+            return _join("$or" if neg else "$and", [self.compile(c, neg) for c in cond.items])
+        if isinstance(cond, AnyOf):
+            if not cond.items:
+                return {TRUE_KEY: 1 if neg else 0}
+            return _join("$and" if neg else "$or", [self.compile(c, neg) for c in cond.items])
+        if isinstance(cond, Not):
+            return self.compile(cond.item, not neg)
+        raise TypeError(f"not a condition: {cond!r}")
+
+    def _eq(self, path: str, value: Any, neg: bool) -> dict[str, Any]:
+        self.scalars.add(path)
+        key = _scalar_key(path)
+        v = encode(value)
+        return {"$neq": {key: v}} if neg else {key: v}
+
+    def _member(self, path: str, value: str, neg: bool) -> dict[str, Any]:
+        self.members.add((path, value))
+        return {_member_key(path, value): not neg}
+
+
+def _join(op: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    return parts[0] if len(parts) == 1 else {op: parts}
+
+
+def compile_policy_set(policy_set: PolicySet) -> CompiledRuleset:
+    col = _Collector()
+    rules: dict[str, dict[str, Any]] = {}
+    for rule in policy_set.rules:
+        cond = col.compile(rule.when)
+        if rule.unless is not None:
+            cond = {"$and": [cond, col.compile(rule.unless, neg=True)]}
+        rules[rule.id] = {"all": [{"m": cond}]}
+    projection = Projection(
+        tuple(sorted(col.scalars)), tuple(sorted(col.members)), tuple(sorted(col.counts))
+    )
+    body = json.dumps(rules, sort_keys=True, ensure_ascii=False).encode()
+    name = "kti_" + hashlib.sha256(body).hexdigest()[:20]
+    return CompiledRuleset(name, rules, projection)

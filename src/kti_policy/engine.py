@@ -1,0 +1,88 @@
+"""The only module that touches durable-rules.
+
+durable-rules keeps one global host, cannot re-register a ruleset name, has no lock around its
+ruleset list, consumes a posted *event* with the first matching rule, and grows without bound on a
+new ``sid`` per request. So we
+- keep one private ``Host`` per process, created lazily,
+- register each compiled ruleset once, under a content-hash name, under a lock (a reload with the
+  same content reuses it; new content gets a new name),
+- evaluate by *asserting a fact* (every matching rule fires) in one state (sid "0") and
+  retracting it straight after, under the same lock, collecting the fired rule ids.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any, Callable
+
+from durable.engine import Host, MessageNotHandledException
+
+from .compile import CompiledRuleset
+from .errors import EvalError
+
+_LOCK = threading.RLock()
+_HOST: Host | None = None
+_REGISTERED: set[str] = set()
+_SINK: list[str] = []  # rule ids fired by the assertion under way (only touched under _LOCK)
+_IDS = itertools.count(1)
+_SID = "0"
+
+
+def _host() -> Host:
+    global _HOST
+    if _HOST is None:
+        _HOST = Host()
+    return _HOST
+
+
+def _action(rule_id: str) -> Callable[[Any], None]:
+    def fire(_closure: Any) -> None:
+        _SINK.append(rule_id)
+
+    return fire
+
+
+class Engine:
+    """Matches flat facts against one compiled ruleset."""
+
+    def __init__(self, compiled: CompiledRuleset) -> None:
+        self.compiled = compiled
+        self.name = compiled.name
+        with _LOCK:
+            if self.name not in _REGISTERED:
+                definition = {
+                    rid: {**body, "run": _action(rid)} for rid, body in compiled.rules.items()
+                }
+                try:
+                    _host().register_rulesets({self.name: definition})
+                except Exception as exc:  # durable raises bare Exception
+                    raise EvalError(f"durable-rules rejected ruleset {self.name}: {exc}") from exc
+                _REGISTERED.add(self.name)
+
+    def matches(self, fact: dict[str, Any]) -> frozenset[str]:
+        """Ids of every rule whose condition the fact satisfies."""
+        fact = dict(fact, sid=_SID, id=f"q{next(_IDS)}")
+        host = _host()
+        with _LOCK:
+            _SINK.clear()
+            try:
+                host.assert_fact(self.name, fact)
+            except MessageNotHandledException:
+                pass  # no rule matched
+            except Exception as exc:
+                raise EvalError(f"durable-rules failed: {exc}") from exc
+            finally:
+                fired = frozenset(_SINK)
+                _SINK.clear()
+                # Retract whatever happened: the state must hold no fact between evaluations.
+                try:
+                    host.retract_fact(self.name, fact)
+                except MessageNotHandledException:
+                    pass
+                except Exception as exc:
+                    raise EvalError(f"durable-rules could not retract a fact: {exc}") from exc
+        unknown = fired - self.compiled.rules.keys()
+        if unknown:
+            raise EvalError(f"durable-rules fired unknown rules: {sorted(unknown)}")
+        return fired

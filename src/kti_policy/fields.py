@@ -1,0 +1,39 @@
+"""The fields a condition may test: request paths and subject facts, with their kinds.
+
+One table serves the loader (which paths exist, which vocabulary checks a value), the reference
+evaluator and the compiler (scalar, list or boolean encoding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Field:
+    path: str
+    shape: str  # "scalar" (one id or string), "list" (ids), "bool"
+    vocab: str | None = None  # vocabulary kind whose ids the values must be
+
+
+FIELDS: dict[str, Field] = {
+    f.path: f
+    for f in (
+        Field("operation", "scalar", "operation"),
+        Field("purpose", "scalar", "purpose"),
+        Field("data_categories", "list", "data_category"),
+        Field("recipient.type", "scalar", "recipient_type"),
+        Field("recipient.country", "scalar"),
+        Field("recipient.name", "scalar"),
+        Field("legal_basis.type", "scalar", "legal_basis_type"),
+        Field("legal_basis.reference", "scalar"),
+        Field("source", "scalar", "source"),
+        Field("request.type", "scalar", "request_type"),
+        Field("request.written", "bool"),
+        Field("request.signed", "bool"),
+        Field("subject.consents", "list", "consent_purpose"),
+        Field("subject.objections", "list", "objection_scope"),
+        Field("subject.relationship", "scalar", "relationship"),
+        Field("subject.erasure_requested", "bool"),
+    )
+}

@@ -1,0 +1,191 @@
+"""A decision request: marshmallow schema, vocabulary checks, and the ``Operation`` it becomes.
+
+Shape errors name each bad field (``RequestError`` with ``details.errors``); an id the loaded
+vocabulary does not know is ``UnknownVocabularyId`` naming the field, the value and the known ids.
+Neither ever turns into a deny: a client error is a 400, not a decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Mapping
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from .errors import RequestError, UnknownVocabularyId
+from .model import Vocabulary
+
+MAX_ID_LENGTH = 256
+MAX_LIST = 100
+
+
+def _strict_bool(**kw: Any) -> fields.Boolean:
+    """JSON true/false only: "y" or 1 must not quietly mean true in a privacy decision."""
+    return fields.Boolean(truthy={True}, falsy={False}, **kw)
+
+
+class _Base(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+def _id_field(**kw: Any) -> fields.String:
+    return fields.String(validate=validate.Length(min=1, max=MAX_ID_LENGTH), **kw)
+
+
+def _id_list(**kw: Any) -> fields.List:
+    return fields.List(_id_field(), validate=validate.Length(max=MAX_LIST), **kw)
+
+
+class SubjectSchema(_Base):
+    id = fields.String(required=True, validate=validate.Length(min=1, max=MAX_ID_LENGTH),
+                       metadata={"description": "The caller's customer id (pseudonymised before it is stored or logged)"})
+    consents = _id_list(metadata={"description": "Inline consent purpose ids, added to recorded ones"})
+    objections = _id_list(metadata={"description": "Inline objection scope ids, added to recorded ones"})
+    relationship = fields.String(validate=validate.OneOf(["active", "ended"]),
+                                 metadata={"description": "active or ended; a recorded 'ended' always wins"})
+    erasure_requested = _strict_bool()
+
+
+class RecipientSchema(_Base):
+    type = _id_field(required=True, metadata={"description": "Recipient type id"})
+    name = fields.String(validate=validate.Length(max=500))
+    country = fields.String(validate=validate.Regexp(r"^[A-Z]{2}$", error="must be an ISO 3166 alpha-2 code like FI"))
+
+
+class LegalBasisSchema(_Base):
+    type = _id_field(required=True, metadata={"description": "legal_obligation, consent, contract or legitimate_interest"})
+    reference = fields.String(validate=validate.Length(max=1000))
+
+
+class SubjectRequestSchema(_Base):
+    type = _id_field(required=True, metadata={"description": "Request type id"})
+    received_at = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "When the request was received (ISO 8601)"})
+    written = _strict_bool()
+    signed = _strict_bool()
+
+
+class OperationSchema(_Base):
+    """The body of ``POST /v1/decisions`` (CONTRACT section 2)."""
+
+    operation = _id_field(required=True, metadata={"description": "Operation id, e.g. disclose"})
+    purpose = _id_field(metadata={"description": "Purpose id (required for process)"})
+    data_categories = _id_list(load_default=list)
+    subject = fields.Nested(SubjectSchema, metadata={"description": "Required except for store_cookie"})
+    recipient = fields.Nested(RecipientSchema, metadata={"description": "Required for disclose"})
+    legal_basis = fields.Nested(LegalBasisSchema)
+    source = _id_field(metadata={"description": "Source id (required for collect)"})
+    request = fields.Nested(SubjectRequestSchema, metadata={"description": "Required for subject_request"})
+    at = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "When the operation would happen (default: now)"})
+
+    @validates_schema
+    def _needed(self, data: dict[str, Any], **_: Any) -> None:
+        op = data.get("operation")
+        needs = {"process": "purpose", "disclose": "recipient", "subject_request": "request", "collect": "source"}
+        errors: dict[str, list[str]] = {}
+        if op != "store_cookie" and "subject" not in data:
+            errors["subject"] = [f"required for operation {op!r}"]
+        if op in needs and needs[op] not in data:
+            errors[needs[op]] = [f"required for operation {op!r}"]
+        if errors:
+            raise ValidationError(errors)
+
+
+_SCHEMA = OperationSchema()
+
+# Which vocabulary kind each id-valued field takes.
+_VOCAB_FIELDS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("operation",), "operation"),
+    (("purpose",), "purpose"),
+    (("data_categories",), "data_category"),
+    (("recipient", "type"), "recipient_type"),
+    (("legal_basis", "type"), "legal_basis_type"),
+    (("source",), "source"),
+    (("request", "type"), "request_type"),
+    (("subject", "consents"), "consent_purpose"),
+    (("subject", "objections"), "objection_scope"),
+)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A validated decision request. ``data`` is the normalised body (times as datetimes)."""
+
+    data: Mapping[str, Any]
+
+    @property
+    def operation(self) -> str:
+        return str(self.data["operation"])
+
+    @property
+    def subject_id(self) -> str | None:
+        subject = self.data.get("subject")
+        return subject["id"] if subject else None
+
+    @property
+    def inline_facts(self) -> dict[str, Any] | None:
+        subject = self.data.get("subject")
+        if not subject:
+            return None
+        facts = {k: v for k, v in subject.items() if k != "id"}
+        return facts or None
+
+    @property
+    def at(self) -> datetime | None:
+        return self.data.get("at")
+
+    @property
+    def received_at(self) -> datetime | None:
+        req = self.data.get("request") or {}
+        return req.get("received_at")
+
+    def to_dict(self, subject_id: str | None = None) -> dict[str, Any]:
+        """JSON form; ``subject_id`` replaces the clear id (the decision log passes a pseudonym)."""
+        out = _SCHEMA.dump(self.data)
+        if subject_id is not None and "subject" in out:
+            out["subject"] = dict(out["subject"], id=subject_id)
+        return out
+
+
+def parse_operation(body: Any, vocabulary: Vocabulary, field_prefix: str = "") -> Operation:
+    """Validate a request body against the schema and the vocabulary."""
+    if not isinstance(body, Mapping):
+        where = field_prefix.rstrip(".")
+        raise RequestError(f"{where or 'the body'} must be a JSON object", {"field": where or None})
+    try:
+        data = _SCHEMA.load(body)
+    except ValidationError as exc:
+        op = body.get("operation")
+        if isinstance(op, str) and op and not vocabulary.knows("operation", op):
+            raise UnknownVocabularyId(field_prefix + "operation", op, vocabulary.ids("operation")) from None
+        errs = _prefixed(exc.normalized_messages(), field_prefix)
+        raise RequestError(_summary(errs), {"errors": errs}) from None
+    for path, kind in _VOCAB_FIELDS:
+        value: Any = data
+        for part in path:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        name = field_prefix + ".".join(path)
+        values = value if isinstance(value, list) else [value]
+        for i, v in enumerate(values):
+            if v is not None and not vocabulary.knows(kind, v):
+                where = f"{name}[{i}]" if isinstance(value, list) else name
+                raise UnknownVocabularyId(where, v, vocabulary.ids(kind))
+    return Operation(data)
+
+
+def _prefixed(errs: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {f"{prefix}{k}": v for k, v in errs.items()} if prefix else dict(errs)
+
+
+def _summary(errs: Mapping[str, Any]) -> str:
+    parts = []
+    for name, msg in errs.items():
+        if isinstance(msg, list):
+            parts.append(f"{name}: {' '.join(str(m) for m in msg)}")
+        elif isinstance(msg, dict):
+            inner = "; ".join(f"{k}: {v}" for k, v in msg.items())
+            parts.append(f"{name}: {inner}")
+        else:
+            parts.append(f"{name}: {msg}")
+    return "invalid request: " + "; ".join(parts)

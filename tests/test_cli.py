@@ -1,0 +1,95 @@
+"""The kti-policy command: exit codes and output, through click's runner and as a real process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+from test_policytest import TESTS, make_folder
+
+from kti_policy.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, input: str | None = None) -> tuple[int, str, str]:
+    res = CliRunner().invoke(main, list(args), input=input)
+    return res.exit_code, res.stdout, res.stderr
+
+
+def test_check_clean_folder(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "p")
+    code, out, _ = run("check", str(folder), "--hooks", str(tmp_path / "none"))
+    assert code == 0
+    assert out.startswith("ok: 1 policies, 3 rules, 3 test cases")
+
+
+def test_check_reports_file_line_col_and_fails(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "p")
+    text = (folder / "disclosure.yaml").read_text().replace("effect: forbid", "effect: deny")
+    (folder / "disclosure.yaml").write_text(text)
+    code, _, err = run("check", str(folder), "--hooks", str(tmp_path / "none"))
+    assert code == 1
+    assert f"{folder / 'disclosure.yaml'}:10:13: rule disclosure.others: effect must be permit or forbid" in err
+
+
+def test_check_json_format(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "p")
+    (folder / "disclosure.yaml").write_text("policy: [\n")
+    code, out, _ = run("check", str(folder), "--format", "json", "--hooks", str(tmp_path / "none"))
+    assert code == 1
+    body = json.loads(out)
+    assert body["ok"] is False and body["problems"][0]["code"] == "policy_parse_error"
+    assert body["problems"][0]["line"] == 2
+
+
+def test_test_command_summary_junit_coverage(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "p")
+    junit = tmp_path / "junit.xml"
+    code, out, _ = run("test", str(folder), "--junit", str(junit), "--coverage")
+    assert code == 0, out
+    assert "coverage: 3/3 rules" in out
+    assert out.strip().splitlines()[-1] == "3 passed, 0 failed"
+    assert junit.read_bytes().startswith(b"<?xml")
+
+
+def test_test_command_fails_on_failing_case_and_on_missing_coverage(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "p", tests=TESTS.replace("2026-12-22", "2026-12-23"))
+    code, out, _ = run("test", str(folder))
+    assert code == 1 and "FAIL" in out and "1 failed" in out
+    folder2 = make_folder(tmp_path / "q", tests=TESTS.split("  - name: partner denied")[0])
+    assert run("test", str(folder2))[0] == 0
+    code, out, _ = run("test", str(folder2), "--coverage")
+    assert code == 1 and "not exercised: disclosure.others" in out
+
+
+def test_eval_prints_reasons_and_explains(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "p")
+    req = json.dumps({"operation": "disclose", "recipient": {"type": "partner"}, "subject": {"id": "c-1"}})
+    code, out, _ = run("eval", req, "--policies", str(folder), "--lang", "fi", "--explain")
+    assert code == 0
+    assert out.startswith("DENY")
+    assert "disclosure.others [§7]: Ei luovuteta ulkopuolisille." in out
+    assert "MATCH forbid disclosure.others" in out
+
+
+def test_eval_stdin_json_and_bad_input(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "p")
+    req = json.dumps({"operation": "disclose", "recipient": {"type": "authority"}, "legal_basis": {"type": "legal_obligation"}, "subject": {"id": "c-1"}})
+    code, out, _ = run("eval", "-", "--policies", str(folder), "--json", input=req)
+    assert code == 0 and json.loads(out)["decision"] == "allow"
+    code, _, err = run("eval", '{"operation": "disclose", "recipient": {"type": "alien"}, "subject": {"id": "x"}}', "--policies", str(folder))
+    assert code == 2 and "unknown id 'alien'" in err and "authority, partner" in err
+    code, _, err = run("eval", "{not json", "--policies", str(folder))
+    assert code == 2 and "not valid JSON" in err
+
+
+def test_installed_console_script_runs(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "p")
+    exe = Path(sys.executable).parent / "kti-policy"
+    proc = subprocess.run([str(exe), "test", str(folder)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 passed, 0 failed" in proc.stdout
