@@ -24,7 +24,7 @@ def test_check_clean_folder(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "p")
     code, out, _ = run("check", str(folder), "--hooks", str(tmp_path / "none"))
     assert code == 0
-    assert out.startswith("ok: 1 policies, 3 rules, 3 test cases")
+    assert out.startswith("ok: 1 policies, 3 rules, 4 test cases")
 
 
 def test_check_reports_file_line_col_and_fails(tmp_path: Path) -> None:
@@ -52,7 +52,8 @@ def test_test_command_summary_junit_coverage(tmp_path: Path) -> None:
     code, out, _ = run("test", str(folder), "--junit", str(junit), "--coverage")
     assert code == 0, out
     assert "coverage: 3/3 rules" in out
-    assert out.strip().splitlines()[-1] == "3 passed, 0 failed"
+    assert "both sides: 3/3 rules" in out
+    assert out.strip().splitlines()[-1] == "4 passed, 0 failed"
     assert junit.read_bytes().startswith(b"<?xml")
 
 
@@ -64,6 +65,9 @@ def test_test_command_fails_on_failing_case_and_on_missing_coverage(tmp_path: Pa
     assert run("test", str(folder2))[0] == 0
     code, out, _ = run("test", str(folder2), "--coverage")
     assert code == 1 and "not exercised: disclosure.others" in out
+    folder3 = make_folder(tmp_path / "r", tests=TESTS.split("  - name: an access request is no inquiry")[0])
+    code, out, _ = run("test", str(folder3), "--coverage")
+    assert code == 1 and "tested on one side only: requests.inquiry" in out
 
 
 def test_eval_prints_reasons_and_explains(tmp_path: Path) -> None:
@@ -92,4 +96,4 @@ def test_installed_console_script_runs(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "kti-policy"
     proc = subprocess.run([str(exe), "test", str(folder)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "3 passed, 0 failed" in proc.stdout
+    assert "4 passed, 0 failed" in proc.stdout

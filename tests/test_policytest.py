@@ -19,7 +19,7 @@ vocabulary:
   source: {client: {fi: Toimeksiantaja, en: Client}}
   objection_scope: {disclosure: {fi: Luovutus, en: Disclosure}}
   consent_purpose: {disclosure: {fi: Luovutus, en: Disclosure}}
-  request_type: {inquiry: {fi: Kysymys, en: Inquiry}}
+  request_type: {inquiry: {fi: Kysymys, en: Inquiry}, access: {fi: Tarkastus, en: Access}}
   legal_basis_type: {legal_obligation: {fi: Lakisääteinen velvoite, en: Legal obligation}}
   relationship: {active: {fi: Voimassa, en: Active}, ended: {fi: Päättynyt, en: Ended}}
 """
@@ -59,6 +59,9 @@ cases:
     expect:
       decision: allow
       obligations: [{type: respond_by, due: "2026-12-22"}]
+  - name: an access request is no inquiry
+    input: {operation: subject_request, request: {type: access, received_at: "2026-12-18T10:00:00+02:00"}, subject: {id: c-1}}
+    expect: {decision: deny, rules: [default.deny]}
 """
 
 
@@ -74,7 +77,7 @@ def test_passing_suite_covers_every_rule(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "p")
     run = run_tests(folder, load_policy_set(folder))
     assert run.ok, [r.failures for r in run.results]
-    assert run.summary() == "3 passed, 0 failed"
+    assert run.summary() == "4 passed, 0 failed"
     assert run.uncovered == []
 
 
@@ -102,6 +105,34 @@ def test_coverage_lists_unexercised_rules(tmp_path: Path) -> None:
     run = run_tests(folder, load_policy_set(folder))
     assert run.ok
     assert run.uncovered == ["disclosure.others", "requests.inquiry"]
+
+
+def test_one_sided_rules_are_reported(tmp_path: Path) -> None:
+    # Without the access case, requests.inquiry is only ever seen firing: a condition made too
+    # wide (say, dropping request.type) would go unnoticed.
+    folder = make_folder(tmp_path / "p", tests=TESTS.split("  - name: an access request is no inquiry")[0])
+    run = run_tests(folder, load_policy_set(folder))
+    assert run.ok and run.uncovered == []
+    assert run.one_sided == ["requests.inquiry"]
+    full = make_folder(tmp_path / "q")
+    assert run_tests(full, load_policy_set(full)).one_sided == []
+
+
+def test_rule_holding_for_its_whole_operation_needs_no_other_side(tmp_path: Path) -> None:
+    policy = POLICY + """  - id: deletion.always
+    effect: permit
+    when: {operation: delete}
+    reason: {fi: Saa poistaa., en: May delete.}
+"""
+    vocab_tests = TESTS + """  - name: delete
+    input: {operation: delete, subject: {id: c-1}}
+    expect: {decision: allow, rules: [deletion.always]}
+"""
+    folder = make_folder(tmp_path / "p", tests=vocab_tests, policy=policy)
+    (folder / "vocabulary.yaml").write_text(VOCAB.replace("subject_request: {fi: Pyyntö, en: Request}}", "subject_request: {fi: Pyyntö, en: Request}, delete: {fi: Poisto, en: Deletion}}"))
+    run = run_tests(folder, load_policy_set(folder))
+    assert run.ok, [r.failures for r in run.results]
+    assert run.one_sided == [] and "deletion.always" in run.unconditional
 
 
 @pytest.mark.parametrize(
@@ -139,7 +170,7 @@ def test_junit_xml(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "p", tests=TESTS.replace("2026-12-22", "2026-12-21"))
     run = run_tests(folder, load_policy_set(folder))
     root = ET.fromstring(junit_xml(run))
-    assert root.get("tests") == "3" and root.get("failures") == "1"
+    assert root.get("tests") == "4" and root.get("failures") == "1"
     cases = root.findall(".//testcase")
     assert [c.get("name") for c in cases][0] == "authority allowed"
     assert len(root.findall(".//failure")) == 1

@@ -90,7 +90,8 @@ def _lint(policy_set: Any) -> list[PolicyError]:
 @main.command("test")
 @click.argument("directory", default="policies", type=click.Path(file_okay=False))
 @click.option("--junit", "junit", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
-@click.option("--coverage", is_flag=True, help="List the rules no test case exercised (and fail when any).")
+@click.option("--coverage", is_flag=True,
+              help="List the rules no test case exercised or tested on one side only (and fail when any).")
 @click.option("-v", "--verbose", is_flag=True, help="Print every case.")
 def test_cmd(directory: str, junit: str | None, coverage: bool, verbose: bool) -> None:
     """Run the YAML policy tests in DIRECTORY/tests."""
@@ -123,7 +124,14 @@ def test_cmd(directory: str, junit: str | None, coverage: bool, verbose: bool) -
             rule = policy_set.rule(rid)
             where = f"{rule.pos}: " if rule is not None and rule.pos else ""
             click.echo(f"  {where}not exercised: {rid}")
-        failed_coverage = bool(run.uncovered)
+        one_sided = run.one_sided
+        click.echo(f"both sides: {covered - len(one_sided)}/{total} rules also have a case of the same "
+                   "operation where they do not apply")
+        for rid in one_sided:
+            rule = policy_set.rule(rid)
+            where = f"{rule.pos}: " if rule is not None and rule.pos else ""
+            click.echo(f"  {where}tested on one side only: {rid}")
+        failed_coverage = bool(run.uncovered or one_sided)
     if not run.results:
         click.echo(f"no test cases found in {Path(directory) / 'tests'}", err=True)
     click.echo(run.summary())

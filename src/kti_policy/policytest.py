@@ -16,7 +16,7 @@ from typing import Any
 from .decision import DEFAULT_DENY, Decider
 from .errors import KtiError, PolicyError, Position
 from .facts import SubjectFacts
-from .model import PolicySet
+from .model import Eq, In, PolicySet
 from .operation import parse_operation
 from .yamlpos import LList, LMap, load_text
 
@@ -45,6 +45,7 @@ class CaseResult:
     failures: list[str] = field(default_factory=list)
     decision: dict[str, Any] | None = None
     seconds: float = 0.0
+    matched: frozenset[str] = frozenset()  # every rule whose conditions held, deciding or not
 
 
 @dataclass
@@ -54,6 +55,8 @@ class TestRun:
     errors: list[PolicyError]
     covered: set[str]
     rule_ids: list[str]
+    # rules that apply to every case of their operation (``when: {operation: delete}``): no other side
+    unconditional: frozenset[str] = frozenset()
 
     @property
     def passed(self) -> int:
@@ -70,6 +73,30 @@ class TestRun:
     @property
     def uncovered(self) -> list[str]:
         return [r for r in self.rule_ids if r not in self.covered]
+
+    @property
+    def one_sided(self) -> list[str]:
+        """Covered rules with no case on the other side.
+
+        The other side is a case with the same operation as one the rule decides, in which the
+        rule does not apply: the nearest case that goes the other way. A rule tested only where it
+        fires would not notice a condition that was made too wide.
+        """
+        deciding_ops: dict[str, set[Any]] = {}
+        for r in self.results:
+            if r.decision:
+                for reason in r.decision["reasons"]:
+                    deciding_ops.setdefault(reason["rule"], set()).add(r.case.input.get("operation"))
+        out = []
+        for rid in self.rule_ids:
+            ops = deciding_ops.get(rid)
+            if rid in self.unconditional:
+                continue
+            if ops and not any(
+                r.decision and rid not in r.matched and r.case.input.get("operation") in ops for r in self.results
+            ):
+                out.append(rid)
+        return out
 
     def summary(self) -> str:
         line = f"{self.passed} passed, {self.failed} failed"
@@ -212,7 +239,7 @@ def run_case(decider: Decider, case: TestCase) -> CaseResult:
     for want in exp.get("obligations", []):
         if not any(all(o.get(k) == v for k, v in want.items()) for o in got["obligations"]):
             failures.append(f"obligation {want} not found; got {[{k: v for k, v in o.items() if k != 'message'} for o in got['obligations']]}")
-    return CaseResult(case, not failures, failures, got, time.perf_counter() - start)
+    return CaseResult(case, not failures, failures, got, time.perf_counter() - start, frozenset(decision.matched))
 
 
 def run_tests(directory: str | Path, policy_set: PolicySet, decider: Decider | None = None) -> TestRun:
@@ -221,7 +248,11 @@ def run_tests(directory: str | Path, policy_set: PolicySet, decider: Decider | N
     decider = decider or Decider(policy_set)
     results = [run_case(decider, c) for c in cases]
     covered = {rid for r in results if r.decision for rid in (x["rule"] for x in r.decision["reasons"])}
-    return TestRun(results, errors, covered, [r.id for r in policy_set.rules])
+    unconditional = frozenset(
+        r.id for r in policy_set.rules
+        if r.unless is None and isinstance(r.when, (Eq, In)) and r.when.path == "operation"
+    )
+    return TestRun(results, errors, covered, [r.id for r in policy_set.rules], unconditional)
 
 
 def junit_xml(run: TestRun) -> bytes:
