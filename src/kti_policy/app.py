@@ -149,11 +149,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     log.debug("configuration: %s", public_view(cfg))
 
     register_error_handlers(app)
-    from .api import decisions, ops, policies
+    from .api import decisions, ops, policies, ui
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(decisions.bp)
     app.register_blueprint(policies.bp)
+    app.register_blueprint(ui.bp)
     try:
         from .api import events
     except ModuleNotFoundError as exc:  # only while the events API is not part of the tree
