@@ -16,7 +16,20 @@ from kti_policy.conditions import (
     rule_matches,
 )
 from kti_policy.fields import FIELDS
-from kti_policy.model import All, AnyOf, Condition, Const, Contains, ContainsAny, Eq, In, Not, Present, Rule, Text
+from kti_policy.model import (
+    All,
+    AnyOf,
+    Condition,
+    Const,
+    Contains,
+    ContainsAny,
+    Eq,
+    In,
+    Not,
+    Present,
+    Rule,
+    Text,
+)
 
 EMPTY: dict[str, Any] = {p: (() if f.shape == "list" else None) for p, f in FIELDS.items()}
 

@@ -3,7 +3,7 @@ obligations, the response shape, the cache, and failing closed."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -235,4 +235,4 @@ def test_evaluated_at_defaults_to_now() -> None:
     before = datetime.now(UTC)
     d = Decider(PS).decide(op(operation="delete"))
     assert before <= d.evaluated_at <= datetime.now(UTC) + timedelta(seconds=1)
-    assert d.evaluated_at.tzinfo is not None and d.evaluated_at.utcoffset() == timezone.utc.utcoffset(None)
+    assert d.evaluated_at.tzinfo is not None and d.evaluated_at.utcoffset() == UTC.utcoffset(None)

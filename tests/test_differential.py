@@ -193,7 +193,9 @@ def _ids(kind: str) -> tuple[str, ...]:
 @st.composite
 def pack_operations(draw: st.DrawFn) -> tuple[Operation, SubjectFacts]:
     """An ``Operation`` (already validated in shape) and recorded facts over the pack's ids."""
-    maybe = lambda s: draw(st.none() | s)
+    def maybe(s: st.SearchStrategy[Any]) -> Any:
+        return draw(st.none() | s)
+
     data: dict[str, Any] = {"operation": draw(st.sampled_from(_ids("operation")))}
     if (v := maybe(st.sampled_from(_ids("purpose")))) is not None:
         data["purpose"] = v

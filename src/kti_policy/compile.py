@@ -14,11 +14,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .fields import FIELDS
-from .model import All, AnyOf, Condition, Const, Contains, ContainsAny, Eq, In, Not, PolicySet, Present
+from .model import (
+    All,
+    AnyOf,
+    Condition,
+    Const,
+    Contains,
+    ContainsAny,
+    Eq,
+    In,
+    Not,
+    PolicySet,
+    Present,
+)
 
 NONE = "\u2205"  # the value of a scalar field that was not given
 TRUE_KEY = "k__t"  # a constant field: {k__t: 1} is "always", {k__t: 0} "never"

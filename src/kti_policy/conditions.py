@@ -7,8 +7,9 @@ of each rule held, for ``kti-policy eval --explain`` and the playground page.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .model import All, AnyOf, Condition, Const, Contains, ContainsAny, Eq, In, Not, Present, Rule
 
@@ -131,7 +132,7 @@ class Explained:
 
     text: str
     held: bool
-    parts: tuple["Explained", ...] = ()
+    parts: tuple[Explained, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"text": self.text, "held": self.held}

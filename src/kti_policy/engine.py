@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from durable.engine import Host, MessageNotHandledException
 

@@ -6,7 +6,7 @@ and only the CLI maps them to exit codes; the library raises and never prints.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 

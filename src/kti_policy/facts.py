@@ -7,9 +7,10 @@ never remove a recorded restriction (objection, erasure request, ended relations
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 RESTRICTIVE_RELATIONSHIP = "ended"
 
@@ -23,7 +24,7 @@ class SubjectFacts:
     # received_at of every recorded access request, oldest first (for the access fee)
     access_requests: tuple[datetime, ...] = ()
 
-    def merge_inline(self, inline: Mapping[str, Any] | None) -> "SubjectFacts":
+    def merge_inline(self, inline: Mapping[str, Any] | None) -> SubjectFacts:
         """Add facts sent with a request; a restrictive recorded fact always survives."""
         if not inline:
             return self
@@ -56,7 +57,7 @@ class SubjectFacts:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "SubjectFacts":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> SubjectFacts:
         """Inverse of ``to_dict`` (also reads policy-test ``facts:`` blocks)."""
         if not data:
             return cls()

@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import PolicyError, PolicyErrors, Position
 from .fields import FIELDS
@@ -446,7 +447,7 @@ def load_policy_set(directory: str | Path, overrides: dict[str, str] | None = No
         try:
             sources[path.name] = (_display(path, base), path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
-            raise PolicyErrors([PolicyError("policy_parse_error", f"cannot read: {exc}", Position(_display(path, base)))])
+            raise PolicyErrors([PolicyError("policy_parse_error", f"cannot read: {exc}", Position(_display(path, base)))]) from exc
     for name, text in overrides.items():
         if text:
             sources[name] = (_display(base / name, base), text)

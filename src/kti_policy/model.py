@@ -6,8 +6,9 @@ reference) and ``compile`` turns it into durable-rules JSON.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Union
+from typing import Any
 
 from .errors import Position
 
@@ -118,23 +119,23 @@ class Present:
 
 @dataclass(frozen=True)
 class All:
-    items: tuple["Condition", ...]
+    items: tuple[Condition, ...]
     pos: Position | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class AnyOf:
-    items: tuple["Condition", ...]
+    items: tuple[Condition, ...]
     pos: Position | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Not:
-    item: "Condition"
+    item: Condition
     pos: Position | None = field(default=None, compare=False)
 
 
-Condition = Union[Const, Eq, In, Contains, ContainsAny, Present, All, AnyOf, Not]
+Condition = Const | Eq | In | Contains | ContainsAny | Present | All | AnyOf | Not
 
 
 # --- rules and policies ------------------------------------------------------------------------

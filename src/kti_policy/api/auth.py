@@ -15,8 +15,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from flask import current_app, g, request
 
@@ -57,7 +58,7 @@ class ApiKeys:
         return bool(self.roles_by_digest)
 
     @classmethod
-    def parse(cls, text: str | None) -> "ApiKeys":
+    def parse(cls, text: str | None) -> ApiKeys:
         """Parse ``key:role[+role],...``; raises ``ConfigError`` naming the bad entry."""
         keys: dict[bytes, frozenset[str]] = {}
         for raw in (text or "").split(","):
