@@ -357,7 +357,7 @@ class Replayer:
             except (ValueError, TypeError, KeyError, RequestError) as exc:
                 bad += 1
                 if len(problems) < MAX_PROBLEMS:
-                    problems.append(_line_problem(exc, display, lineno))
+                    problems.append(_line_problem(exc, display, lineno, raw))
         if problems:
             more = f" (first {len(problems)} shown)" if bad > len(problems) else ""
             raise DiffError(f"{bad} unreadable line{'s' if bad != 1 else ''} in {display}{more}", problems)
@@ -445,9 +445,11 @@ def _case_example(case: TestCase) -> dict[str, Any]:
     return {"source": str(case.position), "id": f"{case.suite} :: {case.name}", "request": case.input, "facts": case.facts}
 
 
-def _line_problem(exc: Exception, display: str, lineno: int) -> PolicyError:
+def _line_problem(exc: Exception, display: str, lineno: int, raw: bytes) -> PolicyError:
     if isinstance(exc, json.JSONDecodeError):
-        return PolicyError("bad_log_line", f"not JSON: {exc.msg}", Position(display, lineno, exc.colno))
+        # the line is the whole document, so its offset is the column (colno would count the newline)
+        width = len(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        return PolicyError("bad_log_line", f"not JSON: {exc.msg}", Position(display, lineno, min(exc.pos, width) + 1))
     if isinstance(exc, KeyError):
         return PolicyError("bad_log_line", f"the line has no {exc.args[0]!r}", Position(display, lineno, 1))
     if isinstance(exc, KtiError):
