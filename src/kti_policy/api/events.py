@@ -128,4 +128,6 @@ def list_deliveries() -> Any:
 @bp.post("/v1/hooks/deliveries/<int:delivery_id>/retry")
 @_role("admin")
 def retry_delivery(delivery_id: int) -> Any:
+    if delivery_id > 2**63 - 1:  # beyond any database id (SQLite would raise OverflowError)
+        raise NotFound(f"no delivery {delivery_id}", {"id": delivery_id})
     return jsonify(_state().store.retry_delivery(delivery_id))
