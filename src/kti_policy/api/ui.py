@@ -21,12 +21,14 @@ data):
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from datetime import UTC
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 from flask import Blueprint, Response, current_app, jsonify, render_template, send_from_directory
@@ -85,15 +87,22 @@ class _Files(fields.Dict):
                 )
             ),
             values=fields.String(validate=validate.Length(max=MAX_FILE_CHARS)),
-            validate=validate.Length(max=MAX_FILES),
+            validate=_at_most_files,
             load_default=dict,
             metadata={
+                "maxProperties": MAX_FILES,
                 "description": f"file name -> YAML text used instead of that file of the loaded "
                 f"folder (\"\" leaves the file out); at most {MAX_FILES} files, "
                 f"{MAX_FILE_CHARS} characters each, {MAX_TOTAL_CHARS} in all"
             },
             **kwargs,
         )
+
+
+def _at_most_files(files: Mapping[str, str]) -> None:
+    # a function, not validate.Length: OpenAPI would document that as maxLength of an object
+    if len(files) > MAX_FILES:
+        raise ValidationError(f"at most {MAX_FILES} files")
 
 
 def _check_total(files: Mapping[str, str]) -> None:
@@ -107,7 +116,7 @@ class _RawOperation(fields.Nested):
     """A decision request, kept raw: the core checks it against the *edited* vocabulary
     (``parse_operation``), so the envelope only checks that it is an object."""
 
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+    def _deserialize(self, value: Any, attr: Any, data: Any, partial: Any = None, **kwargs: Any) -> Any:
         if not isinstance(value, dict):
             raise self.make_error("type", input=value, type=type(value).__name__)
         return value
@@ -276,10 +285,24 @@ def _short_name(file: str, base: Path) -> str:
 
 
 def _relocated(errors: list[PolicyError], base: Path) -> list[PolicyError]:
+    """Errors with positions (and paths inside messages) relative to the policy folder: the
+    server's own folder layout is no business of the page."""
+    prefixes = {str(base) + os.sep, str(base.resolve()) + os.sep}
+    try:
+        prefixes.add(str(base.resolve().relative_to(Path.cwd())) + os.sep)
+    except ValueError:
+        pass
+    ordered = sorted(prefixes, key=len, reverse=True)
+
+    def strip(message: str) -> str:
+        for prefix in ordered:
+            message = message.replace(prefix, "")
+        return message
+
     return [
         PolicyError(
             e.code,
-            e.message,
+            strip(e.message),
             Position(_short_name(e.position.file, base), e.position.line, e.position.col),
             e.severity,
         )

@@ -1,7 +1,7 @@
 /* kti-policy playground: plain JavaScript, no libraries, no CDN.
  *
  * Everything shown comes from the service's JSON endpoints; text from the server is put into the
- * page with textContent only (never innerHTML), so a policy text cannot inject markup. The API key
+ * page as text nodes only (never parsed as markup), so a policy text cannot inject HTML. The API key
  * the user pastes stays in sessionStorage (this tab only) and travels as Authorization: Bearer.
  */
 "use strict";
@@ -30,7 +30,7 @@
       data_categories: "Data categories", fs_recipient: "Recipient (disclose)",
       recipient_type: "Recipient type", recipient_country: "Country (ISO code, e.g. FI)",
       recipient_name: "Recipient name", legal_basis_type: "Legal basis",
-      legal_basis_reference: "Legal basis reference", fs_request: "Data subject request (subject_request)",
+      legal_basis_reference: "Legal basis reference", fs_request: "Subject request",
       request_type: "Request type", request_received: "Received (Helsinki time)",
       request_written: "Made in writing", request_signed: "Signed", fs_subject: "Data subject and facts",
       subject_id: "Subject id", subject_help: "Facts recorded for this id through events apply too.",
@@ -63,7 +63,7 @@
       go_to_line: "Go to line", line: "line", col: "column",
       tests_summary: "Policy tests against the edited set", tests_none: "The policy folder has no tests.",
       case_passed: "passed", case_failed: "failed", suite: "Suite", case_name: "Case", outcome: "Outcome",
-      got: "Decision and rules", with_loaded: "With the loaded set", failures: "Why it failed",
+      got: "Decision, rules, failures", with_loaded: "with the loaded set",
       changed: "Cases whose outcome the edit changes", no_change: "No case changes its outcome.",
       test_file_errors: "Problems in the test files", covered_by: "Covered by",
       not_covered: "No policy test covers this rule.", rules_shown: "{n} of {m} rules shown",
@@ -129,7 +129,7 @@
       go_to_line: "Siirry riville", line: "rivi", col: "sarake",
       tests_summary: "Sääntöjen testit muokattua joukkoa vasten", tests_none: "Sääntökansiossa ei ole testejä.",
       case_passed: "läpi", case_failed: "epäonnistui", suite: "Sarja", case_name: "Tapaus", outcome: "Tulos",
-      got: "Päätös ja säännöt", with_loaded: "Ladatulla joukolla", failures: "Miksi epäonnistui",
+      got: "Päätös, säännöt, virheet", with_loaded: "ladatulla joukolla",
       changed: "Tapaukset, joiden tuloksen muutos muuttaa", no_change: "Minkään tapauksen tulos ei muutu.",
       test_file_errors: "Ongelmat testitiedostoissa", covered_by: "Testit",
       not_covered: "Mikään sääntötesti ei kata tätä sääntöä.", rules_shown: "{n}/{m} sääntöä näkyvissä",
@@ -676,15 +676,14 @@
     if (res.status !== 200) { replace(target, renderError(res.body, name)); return; }
     const b = res.body;
     const rows = b.results.map((r) => el("tr", { class: r.passed ? "pass" : "fail" },
-      el("td", {}, el("strong", {}, r.passed ? t("case_passed") : t("case_failed"))),
-      el("td", {}, r.suite),
-      el("td", {}, r.name, el("br"), el("span", { class: "muted small" }, `${r.file}:${r.line}`)),
-      el("td", {}, r.decision ? t(r.decision) : "—", el("br"), el("code", { class: "small" }, r.rules.join(", "))),
-      el("td", {}, r.passed_with_loaded === null ? "—" : (r.passed_with_loaded ? t("case_passed") : t("case_failed"))),
-      el("td", {}, r.failures.length ? el("ul", { class: "failures" }, r.failures.map((f) => el("li", {}, f))) : "")));
+      el("td", {}, el("strong", {}, r.passed ? t("case_passed") : t("case_failed")),
+        el("br"), el("span", { class: "small" }, `${t("with_loaded")}: ${r.passed_with_loaded === null ? "—" : (r.passed_with_loaded ? t("case_passed") : t("case_failed"))}`)),
+      el("td", {}, `${r.suite}: ${r.name}`, el("br"), el("span", { class: "muted small" }, `${r.file}:${r.line}`)),
+      el("td", {}, r.decision ? t(r.decision) : "—", " ", el("code", { class: "small" }, r.rules.join(", ")),
+        r.failures.length ? el("ul", { class: "failures" }, r.failures.map((f) => el("li", {}, f))) : null)));
     const table = b.results.length ? el("table", { class: "tests" },
       el("caption", {}, `${t("tests_summary")}: ${b.summary}`),
-      el("thead", {}, el("tr", {}, [t("outcome"), t("suite"), t("case_name"), t("got"), t("with_loaded"), t("failures")].map((h) => el("th", { scope: "col" }, h)))),
+      el("thead", {}, el("tr", {}, [t("outcome"), t("case_name"), t("got")].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, rows)) : el("p", {}, t("tests_none"));
     replace(target,
       el("p", { class: b.failed || b.errors.length ? "verdict-note fail" : "verdict-note pass", id: "tests-summary" }, `${t("tests_summary")}: ${b.summary}`),
