@@ -289,3 +289,17 @@ def test_real_process(setup: tuple[Path, Path, Path]) -> None:
     assert res.returncode == 0 and "0 changed" in res.stdout
     res = subprocess.run([str(exe), "diff", str(old)], capture_output=True, text=True, check=False, timeout=120)
     assert res.returncode == 2 and "give OLD_DIR and NEW_DIR" in res.stderr
+
+
+def test_markdown_leaves_examples_out_rather_than_exceed_a_comment(setup: tuple[Path, Path, Path],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from kti_policy import diff
+
+    old, new, log = setup
+    report = diff.run_diff(diff.load_folder(old), diff.load_folder(new), [str(log)], examples=5)
+    full = diff.render_markdown(report)
+    assert "#### `request.access`" in full and "left out" not in full
+    monkeypatch.setattr(diff, "MARKDOWN_LIMIT", full.index("#### `default.deny`") + 10)
+    cut = diff.render_markdown(report)
+    assert "#### `processing.purposes`" in cut and "#### `default.deny`" not in cut
+    assert cut.endswith("_Examples of the other 2 rules left out to fit a comment; `--format json` has them all._")

@@ -40,6 +40,7 @@ from .model import PolicySet, Rule
 from .operation import Operation, parse_operation
 from .policytest import TESTS_DIR, TestCase, load_cases, load_cases_text
 
+MARKDOWN_LIMIT = 60_000  # characters; GitHub refuses comments over 65,536
 MAX_PROBLEMS = 50  # bad log lines reported before the rest are only counted
 BUILT_IN_RULES = ("default.deny", "eval_error")
 
@@ -608,15 +609,22 @@ def render_markdown(rep: DiffReport) -> str:
         for g in groups:
             kinds = ", ".join(f"{_arrow(k, ' ' + md + ' ')}: {n}" for k, n in sorted(g.transitions.items()))
             lines.append(f"| `{g.rule}` | {g.status} | {g.changed} | {g.appears} | {g.disappears} | {g.obligations} | {kinds} |")
-        for g in groups:
-            lines += ["", f"#### `{g.rule}` ({g.status}): {g.changed} decision{'s' if g.changed != 1 else ''}", ""]
+        size = sum(len(line) + 1 for line in lines)
+        for i, g in enumerate(groups):
+            section = ["", f"#### `{g.rule}` ({g.status}): {g.changed} decision{'s' if g.changed != 1 else ''}", ""]
             for ex in g.examples:
                 ident = f" `{_md_code(str(ex['id']))}`" if ex.get("id") else ""
-                lines.append(f"- `{_md_code(ex['source'])}`{ident}: **{_arrow(ex['change'], ' ' + md + ' ')}** "
-                             f"`{_md_code(_brief(ex['old']))}` {md} `{_md_code(_brief(ex['new']))}`<br>"
-                             f"`{_md_code(summarise(ex['request'], ex['facts']))}`")
+                section.append(f"- `{_md_code(ex['source'])}`{ident}: **{_arrow(ex['change'], ' ' + md + ' ')}** "
+                               f"`{_md_code(_brief(ex['old']))}` {md} `{_md_code(_brief(ex['new']))}`<br>"
+                               f"`{_md_code(summarise(ex['request'], ex['facts']))}`")
             if g.changed > len(g.examples):
-                lines.append(f"- \u2026 and {g.changed - len(g.examples)} more")
+                section.append(f"- \u2026 and {g.changed - len(g.examples)} more")
+            size += sum(len(line) + 1 for line in section)
+            if size > MARKDOWN_LIMIT:
+                lines += ["", f"_Examples of the other {len(groups) - i} rules left out to fit a comment; "
+                              "`--format json` has them all._"]
+                break
+            lines += section
     return "\n".join(lines)
 
 
