@@ -29,7 +29,7 @@
       purpose: "Purpose", source: "Source", at: "When it would happen (Helsinki time; empty: now)",
       data_categories: "Data categories", fs_recipient: "Recipient (disclose)",
       recipient_type: "Recipient type", recipient_country: "Country (ISO code, e.g. FI)",
-      recipient_name: "Recipient name", legal_basis_type: "Legal basis",
+      recipient_name: "Recipient name", legal_basis_type: "Type of legal basis", fs_legal: "Legal basis",
       legal_basis_reference: "Legal basis reference", fs_request: "Subject request",
       request_type: "Request type", request_received: "Received (Helsinki time)",
       request_written: "Made in writing", request_signed: "Signed", fs_subject: "Data subject and facts",
@@ -95,7 +95,7 @@
       purpose: "Tarkoitus", source: "Lähde", at: "Ajankohta (Helsingin aikaa; tyhjä: nyt)",
       data_categories: "Tietoryhmät", fs_recipient: "Vastaanottaja (luovutus)",
       recipient_type: "Vastaanottajan tyyppi", recipient_country: "Maa (ISO-koodi, esim. FI)",
-      recipient_name: "Vastaanottajan nimi", legal_basis_type: "Oikeusperuste",
+      recipient_name: "Vastaanottajan nimi", legal_basis_type: "Oikeusperusteen tyyppi", fs_legal: "Oikeusperuste",
       legal_basis_reference: "Oikeusperusteen viite", fs_request: "Rekisteröidyn pyyntö",
       request_type: "Pyynnön tyyppi", request_received: "Vastaanotettu (Helsingin aikaa)",
       request_written: "Tehty kirjallisesti", request_signed: "Allekirjoitettu", fs_subject: "Rekisteröity ja tosiasiat",
@@ -675,7 +675,9 @@
     if (res.status === 422) { replace(target, el("p", { class: "verdict-note" }, t("check_errors")), renderError(res.body, name)); return; }
     if (res.status !== 200) { replace(target, renderError(res.body, name)); return; }
     const b = res.body;
-    const rows = b.results.map((r) => el("tr", { class: r.passed ? "pass" : "fail" },
+    // failing cases first: they are what an edit needs to look at
+    const ordered = b.results.filter((r) => !r.passed).concat(b.results.filter((r) => r.passed));
+    const rows = ordered.map((r) => el("tr", { class: r.passed ? "pass" : "fail" },
       el("td", {}, el("strong", {}, r.passed ? t("case_passed") : t("case_failed")),
         el("br"), el("span", { class: "small" }, `${t("with_loaded")}: ${r.passed_with_loaded === null ? "—" : (r.passed_with_loaded ? t("case_passed") : t("case_failed"))}`)),
       el("td", {}, `${r.suite}: ${r.name}`, el("br"), el("span", { class: "muted small" }, `${r.file}:${r.line}`)),
