@@ -355,9 +355,9 @@ def test_yaml_alias_bombs_and_deep_nesting_are_refused(client: Any) -> None:
     assert time.perf_counter() - started < 5
     (e,) = err["details"]["errors"]
     assert e["code"] == "too_large" and e["file"] == "bomb.yaml" and e["line"] >= 1
-    deep = "x: " + "[" * 200 + "]" * 200 + "\n"
-    (e,) = assert_error(evaluate(client, {"deep.yaml": deep}, THIRD_PARTY), 422, "invalid_policies")["details"]["errors"]
-    assert e["code"] == "too_large" and e["file"] == "deep.yaml"
+    for deep in ("x: " + "[" * 200 + "]" * 200 + "\n", "- " * 3000 + "x\n"):  # flow and block style
+        (e,) = assert_error(evaluate(client, {"deep.yaml": deep}, THIRD_PARTY), 422, "invalid_policies")["details"]["errors"]
+        assert e["code"] == "too_large" and e["file"] == "deep.yaml"
     # anchors within the limits are fine: the loader reports the file's real problems instead
     ok_alias = "policy: a\ntitle: &t {fi: A, en: A}\nsource: \"§7\"\nrules:\n  - id: a.b\n    effect: permit\n" \
                "    when: {operation: delete}\n    reason: *t\n"

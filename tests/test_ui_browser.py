@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from e2e.server import GunicornServer
 
 pytestmark = pytest.mark.timeout(300)
@@ -180,6 +179,13 @@ def test_deny_with_its_citation_then_finnish(ui: Ui) -> None:
     assert page.locator("#f-operation option[value=disclose]").inner_text() == f"{disclose_fi} (disclose)"
     assert page.locator("#f-operation").input_value() == "disclose"  # the form survived the switch
     ui.shot("decide-fi")
+
+    page.get_by_role("button", name="Näytä, mitkä ehdot täyttyivät").click()
+    page.wait_for_selector("#decide-result .explanations")
+    first_rule = result.locator(".explained h4 code").first.inner_text()
+    assert first_rule == fi["reasons"][0]["rule"]
+    when = result.locator(".explained .tree").first.text_content() or ""
+    assert "täyttyi: operation on disclose" in when  # the marks are spoken words, not only ✓/✗
     ui.assert_no_problems()
 
 
