@@ -21,6 +21,44 @@ LATENCY_BUCKETS = (
 )
 
 
+class _Labelled:
+    """A metric whose labelled children are looked up once per label set.
+
+    ``metric.labels(...)`` in prometheus-client validates the names and takes a lock on every
+    call (about 5 us, several times per request); the children it returns live as long as the
+    metric, so they are kept here by their label values. Everything else is the metric's own.
+    """
+
+    __slots__ = ("_metric", "_children", "_lock")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    def labels(self, *values: Any, **labels: Any) -> Any:
+        key: tuple[Any, ...] = tuple(labels.items()) if labels else tuple(enumerate(values))
+        child = self._children.get(key)
+        if child is None:
+            child = self._metric.labels(*values, **labels)
+            with self._lock:
+                self._children[key] = child
+        return child
+
+    def remove(self, *values: Any) -> None:
+        with self._lock:
+            self._children.clear()
+        self._metric.remove(*values)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._children.clear()
+        self._metric.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._metric, name)
+
+
 @dataclass(frozen=True)
 class Metrics:
     decisions: Any  # Counter(decision, operation)
@@ -53,7 +91,7 @@ def get_metrics() -> Metrics:
         if _metrics is None:
             from prometheus_client import Counter, Gauge, Histogram
 
-            _metrics = Metrics(
+            raw = dict(
                 decisions=Counter(
                     "kti_decisions_total",
                     "Decisions answered, by decision and operation",
@@ -89,6 +127,7 @@ def get_metrics() -> Metrics:
                     multiprocess_mode="liveall",
                 ),
             )
+            _metrics = Metrics(**{name: _Labelled(m) for name, m in raw.items()})
     assert _metrics is not None
     return _metrics
 
