@@ -171,7 +171,9 @@ def test_clear_id_only_in_undelivered_bodies(make_store: Any) -> None:
     store = make_store([SUB])
     store.record_events([ev(1, subject=clear), ev(2, "consent.granted", subject=clear)])
     text = _all_text(store)
-    assert text.count(clear) == 1  # the one pending webhook body
+    assert clear not in text  # the one pending webhook body is sealed at rest
+    [claim] = store.claim_due(10, 60)
+    assert clear.encode() in claim.body  # and opened for the worker
     from kti_policy.store import deliveries_t
 
     with store.engine.begin() as conn:

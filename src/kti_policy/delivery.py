@@ -20,6 +20,7 @@ and never shorter than the receiver's ``Retry-After``; after the last one the de
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import math
 import os
@@ -77,6 +78,26 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+def scrub_subject_id(text: str, body: bytes, truncated: bool = False) -> str:
+    """``text`` (a receiver's answer) without the clear subject id of ``body``: receivers often echo
+    it in error messages, and this text goes to the attempt log in the database and to the log.
+    When ``text`` was cut short, a trailing start of the id is dropped too."""
+    try:
+        subject = json.loads(body)["data"]["subject_id"]
+    except (ValueError, KeyError, TypeError):
+        return text
+    if not isinstance(subject, str) or not subject:
+        return text
+    for form in dict.fromkeys((subject, json.dumps(subject)[1:-1])):
+        text = text.replace(form, "<subject_id>")
+        if truncated:
+            for n in range(len(form) - 1, 0, -1):
+                if text.endswith(form[:n]):
+                    text = text[:-n] + "..."
+                    break
+    return text
 
 
 def signed_headers(sub: Subscription, msg_id: str, body: bytes, now: datetime) -> dict[str, str]:
@@ -183,6 +204,11 @@ class Worker:
                 f"subscription {claim.subscription_id!r} is not configured in this worker "
                 "(removed from KTI_HOOKS_DIR, or its secret variable is unset)"
             )
+        elif not claim.body:
+            error = (
+                "the stored webhook body is missing or cannot be opened (was KTI_PSEUDONYM_KEY "
+                "changed since the event was recorded?)"
+            )
         else:
             try:
                 resp = self._session().post(
@@ -197,7 +223,11 @@ class Worker:
                     status = resp.status_code
                     if not 200 <= status < 300:
                         snippet = resp.raw.read(ERROR_SNIPPET, decode_content=True) or b""
-                        text = snippet.decode("utf-8", "replace").strip()
+                        text = scrub_subject_id(
+                            snippet.decode("utf-8", "replace").strip(),
+                            claim.body,
+                            truncated=len(snippet) >= ERROR_SNIPPET,
+                        )
                         error = f"HTTP {status}" + (f": {text}" if text else "")
                         retry_after = parse_retry_after(resp.headers.get("Retry-After"), utcnow())
             except requests.RequestException as exc:

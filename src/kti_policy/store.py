@@ -29,6 +29,11 @@ never undone), so there is no projection to drift. ``deliveries`` is the outbox:
 (subscription, event), inserted in the same transaction as the event, holding the exact body bytes to
 send, which are the only place the clear subject id exists; the body is set to NULL when the delivery
 succeeds (dead deliveries keep it so that they can be retried). ``delivery_attempts`` logs each try.
+Bodies are stored sealed (``BodySealer``: encrypted and authenticated with a key derived from the
+pseudonym key) and opened in ``claim_due``: setting a body to NULL does not remove every copy from the
+files (SQLite leaves copies of cells in the unallocated space of a page it rebalances, which
+``secure_delete`` does not clear; WAL frames and PostgreSQL's dead row versions stay for a while), so
+the clear id must never reach the files in the first place.
 
 Validation follows CONTRACT section 3: unknown types, unknown or missing data fields and ids the
 vocabulary does not know are ``RequestError``/``UnknownVocabularyId`` naming the field (``events[i].``
@@ -40,6 +45,7 @@ are limited to letters, digits, ``_``, ``-`` and ``:`` (no dots), at most 128 ch
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import re
@@ -366,6 +372,47 @@ def webhook_body(ev: NewEvent, seq: int, now: datetime) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
 
+class BodySealer:
+    """Encrypts outbox bodies at rest: HMAC-SHA256 in counter mode under a random 16-byte nonce, then
+    an HMAC-SHA256 tag over nonce and ciphertext (encrypt-then-MAC; standard library only). The keys
+    are derived from the pseudonym key, which every process of a deployment already shares.
+    ``open`` passes through a body stored before sealing existed (it lacks ``MAGIC``)."""
+
+    MAGIC = b"\x00kti-sealed-1\x00"  # a JSON body never starts with NUL
+
+    def __init__(self, key: bytes) -> None:
+        root = hmac.new(key, b"kti-policy outbox bodies v1", hashlib.sha256).digest()
+        self._enc = hmac.new(root, b"encrypt", hashlib.sha256).digest()
+        self._mac = hmac.new(root, b"authenticate", hashlib.sha256).digest()
+
+    def _xor_stream(self, nonce: bytes, data: bytes) -> bytes:
+        blocks = (len(data) + 31) // 32
+        stream = b"".join(
+            hmac.new(self._enc, nonce + i.to_bytes(8, "big"), hashlib.sha256).digest()
+            for i in range(blocks)
+        )
+        n = len(data)
+        return (int.from_bytes(data, "big") ^ int.from_bytes(stream[:n], "big")).to_bytes(n, "big")
+
+    def _tag(self, nonce: bytes, ciphertext: bytes) -> bytes:
+        return hmac.new(self._mac, self.MAGIC + nonce + ciphertext, hashlib.sha256).digest()
+
+    def seal(self, body: bytes) -> bytes:
+        nonce = secrets.token_bytes(16)
+        ciphertext = self._xor_stream(nonce, body)
+        return self.MAGIC + nonce + self._tag(nonce, ciphertext) + ciphertext
+
+    def open(self, stored: bytes) -> bytes:
+        """The body; ``ValueError`` when it was sealed under another key or altered."""
+        if not stored.startswith(self.MAGIC):
+            return stored
+        rest = stored[len(self.MAGIC) :]
+        nonce, tag, ciphertext = rest[:16], rest[16:48], rest[48:]
+        if len(tag) != 32 or not hmac.compare_digest(tag, self._tag(nonce, ciphertext)):
+            raise ValueError("the stored webhook body does not authenticate under this key")
+        return self._xor_stream(nonce, ciphertext)
+
+
 # -- the store ----------------------------------------------------------------------------------
 
 
@@ -399,6 +446,8 @@ class Store:
         self.pseudonymizer = pseudonymizer
         self.subscriptions: list[Subscription] = list(subscriptions)
         self.schema = schema
+        # the pseudonym key's bytes (the same module family; Pseudonymizer keeps them private)
+        self.sealer = BodySealer(pseudonymizer._key)
         self.engine = self._make_engine(self.url, schema, pool_size)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._outbox_listeners: list[Callable[[], None]] = []
@@ -641,7 +690,7 @@ class Store:
                                 "event_id": ev.event_id,
                                 "event_type": ev.type,
                                 "status": "pending",
-                                "body": body,
+                                "body": self.sealer.seal(body),
                                 "attempts": 0,
                                 "next_attempt_at": now,
                                 "created_at": now,
@@ -850,9 +899,24 @@ class Store:
         with self._write() as conn:
             rows = list(conn.execute(stmt))
         return [
-            Claim(r.id, r.subscription_id, r.event_id, r.body or b"", r.attempts, token, until)
+            Claim(r.id, r.subscription_id, r.event_id, self._open_body(r), r.attempts, token, until)
             for r in sorted(rows, key=lambda r: r.id)
         ]
+
+    def _open_body(self, row: Any) -> bytes:
+        """The body to send; empty when there is none or it cannot be opened (the worker then
+        records a failed attempt instead of sending)."""
+        if not row.body:
+            return b""
+        try:
+            return self.sealer.open(bytes(row.body))
+        except ValueError:
+            log.error(
+                "delivery %s: the stored body cannot be opened (was KTI_PSEUDONYM_KEY changed since "
+                "it was recorded?)",
+                row.id,
+            )
+            return b""
 
     def complete_attempt(
         self,
