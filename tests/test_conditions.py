@@ -124,6 +124,8 @@ def test_explain_rule_marks_what_held() -> None:
         (ContainsAny("data_categories", ("health", "religion")), "data_categories includes any of health, religion",
          "data_categories sisältää jonkin seuraavista: health, religion"),
         (Const(False), "never", "ei koskaan"),
+        (In("recipient.country", ("FI", None)), "recipient.country is one of FI, (not given)",
+         "recipient.country on jokin seuraavista: FI, (ei annettu)"),
         (Not(AnyOf((Const(True),))), "not:\n  any of:\n    always", "ei:\n  jokin seuraavista:\n    aina"),
     ],
 )

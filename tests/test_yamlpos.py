@@ -111,3 +111,21 @@ def test_load_file_unreadable(tmp_path: Path, content: bytes | None) -> None:
         path.write_bytes(content)
     data, errors = load_file(path)
     assert data is None and [e.code for e in errors] == ["policy_parse_error"]
+
+
+def test_deep_nesting_is_an_error_not_a_crash() -> None:
+    for text in ("- " * 600 + "x\n", "a: " + "[" * 100 + "]" * 100 + "\n", "[" * 5000 + "]" * 5000):
+        data, errors = load_text(text, "deep.yaml")
+        assert data is None
+        assert errors and errors[0].code == "policy_parse_error" and "nesting deeper" in errors[0].message
+
+
+def test_alias_bomb_stops_with_an_error() -> None:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 9):
+        prev = f"*a{i - 1}"
+        lines.append(f"a{i}: &a{i} [{', '.join([prev] * 9)}]")
+    data, errors = load_text("\n".join(lines) + "\n", "bomb.yaml")
+    assert data is None
+    assert errors[0].code == "policy_parse_error" and "expands to more than" in errors[0].message
+    assert errors[0].position.file == "bomb.yaml" and errors[0].position.line >= 1

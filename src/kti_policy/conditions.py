@@ -66,6 +66,7 @@ _WORDS = {
         "not": "not",
         "true": "always",
         "false": "never",
+        "none": "(not given)",
     },
     "fi": {
         "is": "{p} on {v}",
@@ -79,6 +80,7 @@ _WORDS = {
         "not": "ei",
         "true": "aina",
         "false": "ei koskaan",
+        "none": "(ei annettu)",
     },
 }
 
@@ -114,7 +116,7 @@ def leaf_text(cond: Condition, w: dict[str, str] | None = None) -> str:
             return w["absent"].format(p=cond.path)
         return w["is"].format(p=cond.path, v=_fmt(cond.value))
     if isinstance(cond, In):
-        return w["in"].format(p=cond.path, v=", ".join("(not given)" if v is None else _fmt(v) for v in cond.values))
+        return w["in"].format(p=cond.path, v=", ".join(w["none"] if v is None else _fmt(v) for v in cond.values))
     if isinstance(cond, Contains):
         return w["contains"].format(p=cond.path, v=cond.value)
     if isinstance(cond, ContainsAny):

@@ -59,17 +59,36 @@ def _pos(file: str, node: yaml.Node) -> Position:
     return Position(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _convert(file: str, node: yaml.Node, errors: list[PolicyError], ctor: _Scalars, path: frozenset[int] = frozenset()) -> Any:
+MAX_DEPTH = 64  # policies nest a few levels; deeper is a mistake or an attack
+MAX_NODES = 200_000  # aliases re-expand on every use: a "billion laughs" file stops here
+
+
+class _TooBig(Exception):
+    def __init__(self, message: str, node: yaml.Node) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+def _convert(
+    file: str, node: yaml.Node, errors: list[PolicyError], ctor: _Scalars,
+    path: frozenset[int] = frozenset(), budget: list[int] | None = None,
+) -> Any:
     if id(node) in path:  # an alias that contains itself (a: &x [*x]) would never end
         errors.append(PolicyError("policy_parse_error", "a YAML alias refers to itself", _pos(file, node)))
         return None
+    budget = budget if budget is not None else [0]
+    budget[0] += 1
+    if budget[0] > MAX_NODES:
+        raise _TooBig(f"the document expands to more than {MAX_NODES} values (aliases used too often?)", node)
+    if len(path) >= MAX_DEPTH:
+        raise _TooBig(f"nesting deeper than {MAX_DEPTH} levels", node)
     if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
         path = path | {id(node)}
     if isinstance(node, yaml.MappingNode):
         out = LMap()
         out.pos, out.key_pos, out.val_pos = _pos(file, node), {}, {}
         for knode, vnode in node.value:
-            key = _convert(file, knode, errors, ctor, path)
+            key = _convert(file, knode, errors, ctor, path, budget)
             if isinstance(key, (dict, list)):
                 errors.append(PolicyError("policy_parse_error", "a key must be a plain value", _pos(file, knode)))
                 continue
@@ -82,7 +101,7 @@ def _convert(file: str, node: yaml.Node, errors: list[PolicyError], ctor: _Scala
                     )
                 )
                 continue
-            out[key] = _convert(file, vnode, errors, ctor, path)
+            out[key] = _convert(file, vnode, errors, ctor, path, budget)
             out.key_pos[key] = _pos(file, knode)
             out.val_pos[key] = _pos(file, vnode)
         return out
@@ -90,7 +109,7 @@ def _convert(file: str, node: yaml.Node, errors: list[PolicyError], ctor: _Scala
         lst = LList()
         lst.pos, lst.item_pos = _pos(file, node), []
         for item in node.value:
-            lst.append(_convert(file, item, errors, ctor, path))
+            lst.append(_convert(file, item, errors, ctor, path, budget))
             lst.item_pos.append(_pos(file, item))
         return lst
     if node.tag == "tag:yaml.org,2002:timestamp":
@@ -114,11 +133,15 @@ def load_text(text: str, file: str) -> tuple[Any, list[PolicyError]]:
         return None, [PolicyError("policy_parse_error", f"YAML syntax: {problem}", pos)]
     except yaml.YAMLError as exc:
         return None, [PolicyError("policy_parse_error", f"YAML: {exc}", Position(file, 1, 1))]
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        return None, [PolicyError("policy_parse_error", f"nesting deeper than {MAX_DEPTH} levels", Position(file, 1, 1))]
     if node is None:
         return None, [PolicyError("policy_parse_error", "the file is empty", Position(file, 1, 1))]
     ctor = _Scalars("")
     try:
         data = _convert(file, node, errors, ctor)
+    except _TooBig as exc:
+        return None, [PolicyError("policy_parse_error", str(exc), _pos(file, exc.node))]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         pos = Position(file, mark.line + 1, mark.column + 1) if mark else Position(file, 1, 1)
