@@ -164,10 +164,10 @@ def receiver() -> _EvIterator[Receiver]:
 # overrides (e.g. ``{"KTI_API_KEYS": "k:admin"}``); all are stopped after the test.
 # ``app_client(config_overrides)``: a Flask test client on a temporary instance folder.
 # ---------------------------------------------------------------------------------------------------
-from pathlib import Path as _SvcPath
+from pathlib import Path as _SvcPath  # noqa: E402
 
-from e2e.server import DEFAULT_POLICIES as SVC_DEFAULT_POLICIES
-from e2e.server import GunicornServer
+from e2e.server import DEFAULT_POLICIES as SVC_DEFAULT_POLICIES  # noqa: E402
+from e2e.server import GunicornServer  # noqa: E402
 
 
 @pytest.fixture

@@ -168,7 +168,7 @@ def test_unexpected_exception_is_generic_500(app_client: Any, caplog: pytest.Log
     assert app_client.get("/readyz").status_code == 503
     state.policy_set = boom  # ... GET /v1/policies does not
     resp = app_client.get("/v1/policies")
-    err = assert_error(resp, 500, "internal_error")
+    assert_error(resp, 500, "internal_error")
     assert "secret-internal-detail" not in resp.get_data(as_text=True)
     assert "Traceback" not in resp.get_data(as_text=True)
     assert "secret-internal-detail" in caplog.text

@@ -14,7 +14,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from flask import Flask, Response, g, request
 

@@ -165,8 +165,8 @@ def load_cases_text(text: str, display: str) -> tuple[list[TestCase], list[Polic
         if not isinstance(inp, LMap):
             err("missing_key", f"case {name!r} needs an input mapping (a decision request)", c.at("input") if "input" in c else pos)
             continue
-        facts = c.get("facts") or {}
-        if not isinstance(facts, LMap) and facts != {}:
+        facts = c["facts"] if c.get("facts") is not None else LMap()
+        if not isinstance(facts, LMap):
             err("wrong_type", f"case {name!r}: facts must be a mapping", c.at("facts"))
             continue
         for key in facts:
