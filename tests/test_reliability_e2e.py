@@ -506,7 +506,7 @@ def plan_posts(events: list[dict[str, Any]], rnd: random.Random) -> tuple[list[P
     return posts, phase2
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(150)
 def test_concurrent_ingest_with_duplicates_records_once_and_delivers_all(
     db_url: EventsDb, tmp_path: Path, procs: list[Any]
 ) -> None:
@@ -589,7 +589,7 @@ def test_concurrent_ingest_with_duplicates_records_once_and_delivers_all(
 
         # -- deliveries: every recorded event of a subscribed type, at least once, signed
         expected = {e["id"] for e in events if e["type"] in SUBSCRIBED}
-        missing = rx.wait_for_acked(expected, timeout=120)
+        missing = rx.wait_for_acked(expected, timeout=90)
         assert not missing, f"{len(missing)} of {len(expected)} deliveries never arrived"
         assert not rx.bad, rx.bad[:3]
         assert rx.acked_ids() == expected  # nothing for unsubscribed types or duplicates
@@ -634,7 +634,7 @@ def test_concurrent_ingest_with_duplicates_records_once_and_delivers_all(
 # ==================================================================================================
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(120)
 def test_kill_9_mid_send_and_mid_post_loses_no_delivery(
     db_url: EventsDb, tmp_path: Path, procs: list[Any]
 ) -> None:
