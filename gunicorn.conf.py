@@ -63,6 +63,13 @@ def on_starting(server):  # type: ignore[no-untyped-def]
         os.unlink(path)
 
 
+def post_fork(server, worker):  # type: ignore[no-untyped-def]
+    """Access log lines of GET /v1/subjects/<id> would hold the clear id: rewrite them."""
+    from kti_policy.redact import install
+
+    install("gunicorn.access", "gunicorn.error")
+
+
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     from prometheus_client import multiprocess
 

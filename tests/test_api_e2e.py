@@ -179,6 +179,20 @@ def test_decision_log_has_no_clear_subject_id(start_server: Any) -> None:
     assert "disclosure" in records[0]["request"]["subject"]["consents"]
 
 
+def test_access_log_has_no_clear_subject_id(start_server: Any, tmp_path: Path) -> None:
+    access = tmp_path / "access.log"
+    s = start_server({"KTI_ACCESS_LOG": str(access)}, workers=1)
+    sid = "clear-customer-in-url-77"
+    requests.post(s.url + "/v1/events", json={"id": "e-url-1", "type": "relationship.started", "subject_id": sid,
+                                              "occurred_at": "2026-03-02T10:00:00+02:00", "data": {}}, timeout=10)
+    assert requests.get(s.url + f"/v1/subjects/{sid}", timeout=10).status_code == 200
+    assert requests.get(s.url + "/v1/subjects/nobody-known-88", timeout=10).status_code == 404
+    s.stop()
+    text = access.read_text() + s.log_text()
+    assert "/v1/subjects/<redacted>" in text
+    assert sid not in text and "nobody-known-88" not in text
+
+
 def test_public_bind_without_keys_refuses_to_start(tmp_path: Path) -> None:
     done = run_gunicorn_expecting_failure(tmp_path, {}, f"0.0.0.0:{free_port()}")
     assert done.returncode != 0

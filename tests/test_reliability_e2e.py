@@ -1085,11 +1085,6 @@ def test_inbound_signatures_over_http(tmp_path: Path, procs: list[Any]) -> None:
 # ==================================================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve.py (not this module's): werkzeug's request log prints the URL path to stderr, "
-    "and GET /v1/subjects/<id> carries the clear id in it",
-)
 @pytest.mark.timeout(60)
 def test_serve_output_shows_no_clear_subject_id(tmp_path: Path, procs: list[Any]) -> None:
     db = EventsDb("sqlite", f"sqlite:///{tmp_path / 'serve.sqlite3'}")

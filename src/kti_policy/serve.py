@@ -30,6 +30,9 @@ def serve_command(host: str, port: int, no_delivery: bool) -> None:
         level=os.environ.get("KTI_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from .redact import install
+
+    install("werkzeug")  # its request log would print GET /v1/subjects/<clear id>
     config = load_config(None)
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
@@ -43,15 +46,11 @@ def serve_command(host: str, port: int, no_delivery: bool) -> None:
 
     worker = None
     if not no_delivery:
-        try:
-            from .delivery import Worker
-        except ImportError:
-            Worker = None  # type: ignore[assignment,misc]
-        if Worker is not None and hasattr(Worker, "start_background"):
-            store = app.extensions["kti"].store
-            worker = Worker.from_config(store, config) if hasattr(Worker, "from_config") else Worker(store)
-            worker.start_background()
-            click.echo("webhook delivery runs in the background", err=True)
+        from .delivery import Worker
+
+        worker = Worker.from_config(app.extensions["kti"].store, config)
+        worker.start_background()
+        click.echo("webhook delivery runs in the background", err=True)
     click.echo(f"kti-policy serving on http://{bind}", err=True)
     try:
         app.run(host=host, port=port, threaded=True, use_reloader=False, debug=False)
