@@ -10,6 +10,12 @@ opened with ``O_APPEND``. That keeps lines whole when several gunicorn workers a
 needs no thread or queue that a fork or a crash could lose, and costs one system call into the page
 cache per request (a few microseconds; see ``bench/http_bench.py``). The log is not fsync'ed per
 line: a power loss may lose the last lines, a process crash does not.
+
+That holds for a regular file. A pipe (``-`` when stdout is a pipe, as under Docker or systemd)
+only keeps a single write whole up to ``PIPE_BUF`` (4 KiB): a longer write from one worker can
+interleave with another worker's. On a pipe the lines therefore go out in writes of whole lines of
+at most ``PIPE_BUF`` bytes; a single line longer than that can still interleave, so a server with
+several workers should log to a file.
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
+import stat
 import sys
 import threading
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +46,13 @@ class DecisionLog:
         self._owns_fd = owns_fd
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        # None: one write for the lot (a regular file); else the largest write a pipe keeps whole
+        self._chunk: int | None = None
+        if fd is not None and not stat.S_ISREG(os.fstat(fd).st_mode):
+            self._chunk = select.PIPE_BUF
 
     @classmethod
-    def open(cls, target: str | None) -> "DecisionLog":
+    def open(cls, target: str | None) -> DecisionLog:
         """``target`` is a path, ``-`` for stdout, or None/empty for no log."""
         if not target:
             return cls(None, None, False)
@@ -61,19 +74,37 @@ class DecisionLog:
         """Write the records as consecutive lines in one system call."""
         if self._fd is None:
             return
-        data = "".join(_dumps(r) + "\n" for r in records).encode("utf-8")
-        if not data:
-            return
+        if self._chunk is None:
+            chunks = ["".join(_dumps(r) + "\n" for r in records).encode("utf-8")]
+        else:
+            chunks = _whole_lines(((_dumps(r) + "\n").encode("utf-8") for r in records), self._chunk)
         with self._lock:
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)  # O_APPEND: each call lands at the end
-                view = view[written:]
+            for data in chunks:
+                view = memoryview(data)
+                while view:
+                    written = os.write(self._fd, view)  # O_APPEND: each call lands at the end
+                    view = view[written:]
 
     def close(self) -> None:
         if self._owns_fd and self._fd is not None and os.getpid() == self._pid:
             os.close(self._fd)
         self._fd = None
+
+
+def _whole_lines(lines: Iterable[bytes], limit: int) -> list[bytes]:
+    """Group lines into writes of at most ``limit`` bytes (a longer line is a write of its own)."""
+    out: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
+    for line in lines:
+        if current and size + len(line) > limit:
+            out.append(b"".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += len(line)
+    if current:
+        out.append(b"".join(current))
+    return out
 
 
 def read_log(path: str) -> list[dict[str, Any]]:
