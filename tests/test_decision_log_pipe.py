@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from kti_policy.decision_log import DecisionLog, _whole_lines
@@ -26,6 +27,7 @@ def test_several_processes_on_one_pipe_keep_lines_whole() -> None:
             try:
                 os.close(read_fd)
                 os.dup2(write_fd, 1)
+                sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115  (pytest captures the real one)
                 log = DecisionLog.open("-")
                 records = [{"worker": worker, "i": i, "pad": "x" * 800} for i in range(100)]
                 for _ in range(30):
