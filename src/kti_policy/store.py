@@ -58,6 +58,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -373,44 +375,29 @@ def webhook_body(ev: NewEvent, seq: int, now: datetime) -> bytes:
 
 
 class BodySealer:
-    """Encrypts outbox bodies at rest: HMAC-SHA256 in counter mode under a random 16-byte nonce, then
-    an HMAC-SHA256 tag over nonce and ciphertext (encrypt-then-MAC; standard library only). The keys
-    are derived from the pseudonym key, which every process of a deployment already shares.
+    """Encrypts outbox bodies at rest with AES-256-GCM (``cryptography``), under a key derived from
+    the pseudonym key, which every process of a deployment already shares. A removed body can
+    linger in free pages, WAL frames or dead PostgreSQL row versions; sealed, it holds no clear id.
     ``open`` passes through a body stored before sealing existed (it lacks ``MAGIC``)."""
 
-    MAGIC = b"\x00kti-sealed-1\x00"  # a JSON body never starts with NUL
+    MAGIC = b"\x00kti-sealed-2\x00"  # a JSON body never starts with NUL
 
     def __init__(self, key: bytes) -> None:
-        root = hmac.new(key, b"kti-policy outbox bodies v1", hashlib.sha256).digest()
-        self._enc = hmac.new(root, b"encrypt", hashlib.sha256).digest()
-        self._mac = hmac.new(root, b"authenticate", hashlib.sha256).digest()
-
-    def _xor_stream(self, nonce: bytes, data: bytes) -> bytes:
-        blocks = (len(data) + 31) // 32
-        stream = b"".join(
-            hmac.new(self._enc, nonce + i.to_bytes(8, "big"), hashlib.sha256).digest()
-            for i in range(blocks)
-        )
-        n = len(data)
-        return (int.from_bytes(data, "big") ^ int.from_bytes(stream[:n], "big")).to_bytes(n, "big")
-
-    def _tag(self, nonce: bytes, ciphertext: bytes) -> bytes:
-        return hmac.new(self._mac, self.MAGIC + nonce + ciphertext, hashlib.sha256).digest()
+        self._aead = AESGCM(hmac.new(key, b"kti-policy outbox bodies v2", hashlib.sha256).digest())
 
     def seal(self, body: bytes) -> bytes:
-        nonce = secrets.token_bytes(16)
-        ciphertext = self._xor_stream(nonce, body)
-        return self.MAGIC + nonce + self._tag(nonce, ciphertext) + ciphertext
+        nonce = secrets.token_bytes(12)
+        return self.MAGIC + nonce + self._aead.encrypt(nonce, body, self.MAGIC)
 
     def open(self, stored: bytes) -> bytes:
         """The body; ``ValueError`` when it was sealed under another key or altered."""
         if not stored.startswith(self.MAGIC):
             return stored
         rest = stored[len(self.MAGIC) :]
-        nonce, tag, ciphertext = rest[:16], rest[16:48], rest[48:]
-        if len(tag) != 32 or not hmac.compare_digest(tag, self._tag(nonce, ciphertext)):
-            raise ValueError("the stored webhook body does not authenticate under this key")
-        return self._xor_stream(nonce, ciphertext)
+        try:
+            return self._aead.decrypt(rest[:12], rest[12:], self.MAGIC)
+        except InvalidTag:
+            raise ValueError("the stored webhook body does not authenticate under this key") from None
 
 
 # -- the store ----------------------------------------------------------------------------------
