@@ -45,8 +45,9 @@ FROM ${PYTHON_IMAGE} AS runtime
 # pass keys with -e KTI_API_KEYS=... (or KTI_BIND=127.0.0.1:8080 for a loopback-only container).
 # KTI_DATABASE_URL: unset means SQLite in /instance; set postgresql://user@host/db for PostgreSQL.
 # KTI_PSEUDONYM_KEY: unset means a key generated once and kept in /instance (keep that volume).
-# KTI_DECISION_LOG=- writes the decision log (one JSON line per decision) to stdout; a path in a
-# mounted folder works too.
+# KTI_DECISION_LOG: the decision log (one JSON line per decision) goes to a file in its own volume.
+# "-" (stdout) also works, but on a pipe only lines up to 4 KiB stay whole when several workers
+# write at once, so a file is the default for the compliance record.
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -55,13 +56,13 @@ ENV VIRTUAL_ENV=/opt/venv \
     KTI_POLICY_DIR=/policies \
     KTI_HOOKS_DIR=/hooks \
     KTI_INSTANCE_DIR=/instance \
-    KTI_DECISION_LOG=-
+    KTI_DECISION_LOG=/var/log/kti/decisions.jsonl
 
 RUN groupadd --system --gid 10001 kti \
     && useradd --system --uid 10001 --gid kti --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin kti \
-    && mkdir -p /app /policies /hooks /instance \
-    && chown kti:kti /instance
+    && mkdir -p /app /policies /hooks /instance /var/log/kti \
+    && chown kti:kti /instance /var/log/kti
 
 COPY --from=build /opt/venv /opt/venv
 COPY gunicorn.conf.py /app/gunicorn.conf.py
@@ -69,7 +70,7 @@ COPY gunicorn.conf.py /app/gunicorn.conf.py
 COPY policies/ /policies/
 
 WORKDIR /app
-VOLUME ["/policies", "/hooks", "/instance"]
+VOLUME ["/policies", "/hooks", "/instance", "/var/log/kti"]
 USER 10001:10001
 EXPOSE 8080
 

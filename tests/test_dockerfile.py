@@ -269,6 +269,10 @@ def test_port_env_and_volumes(stages: list[Stage]) -> None:
     # the SQLite database and the pseudonym key file are written by the unprivileged user
     runs = " ".join(i.rest for i in final.all("RUN"))
     assert re.search(r"chown \S+ [^&]*/instance\b", runs), "the instance volume belongs to the user"
+    # the decision log is a file in a volume the user may write (a pipe may split long lines)
+    log_dir = env["KTI_DECISION_LOG"].rsplit("/", 1)[0]
+    assert env["KTI_DECISION_LOG"].startswith("/") and log_dir in volumes, env["KTI_DECISION_LOG"]
+    assert re.search(rf"chown \S+ [^&]*{re.escape(log_dir)}\b", runs), log_dir
     # the image binds 0.0.0.0: without keys the service refuses to start (docker run -e KTI_API_KEYS)
     with pytest.raises(ConfigError):
         check_auth_for_binds([env["KTI_BIND"]], None)
