@@ -1,0 +1,467 @@
+"""HTTP throughput and latency of the decision service: gunicorn as in production, driven over loopback.
+
+    .venv/bin/python bench/http_bench.py [--policies DIR] [--duration 10] [--json FILE]
+        [--rates 1000,2000] [--batch-rate 150] [--workers 2] [--threads 4] [--no-decision-log]
+
+Starts ``gunicorn -c gunicorn.conf.py 'kti_policy.app:create_app()'`` (2 workers, gthread, the
+production config) on 127.0.0.1 with SQLite in a temporary folder, API keys on and the decision log
+written to a file, records the workload's subject facts through ``POST /v1/events/batch``, then runs:
+
+1. ``wrk`` closed loop (``bench/decisions.lua``, its own process): single decisions, then batches of
+   100. These are the saturation figures: as many requests as the server answers, with the latency
+   wrk sees at that load (closed loop: a stalled server also stalls the client, so wrk's
+   percentiles understate tail latency).
+2. A paced open-loop client (Python asyncio, a separate process, wrk2-style): requests are
+   scheduled at a fixed rate and each latency is counted from the request's *scheduled* time, so
+   queueing behind a slow answer shows in p99. First ``GET /healthz`` at the highest rate (the
+   floor: client, loopback, gunicorn and Flask without a decision; asyncio's timers add up to
+   1 ms), then single decisions at each of ``--rates``, and batches of 100 at ``--batch-rate``.
+
+The bodies are ``bench/workload.py``'s seeded mix (process/disclose/delete/retain/collect over 2,000
+subjects, a twentieth with special categories). Targets: 2,000 single decisions/s with p99 under
+10 ms; 15,000 decisions/s in batches of 100.
+
+Every run lasts ``--duration`` seconds (at most 30). Figures from a shared or busy machine are
+preliminary: the script prints the load average it started with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(REPO / "src"))
+
+from workload import AT, generate  # noqa: E402
+
+from kti_policy.loader import load_policy_set  # noqa: E402
+
+API_KEY = "bench-key-0123456789abcdef"
+BATCH = 100
+MAX_DURATION = 30.0
+
+
+# --- the server ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def gunicorn(policies: Path, workdir: Path, workers: int, threads: int, decision_log: bool) -> Iterator[tuple[str, int, subprocess.Popen[bytes]]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KTI_", "GUNICORN_"))}
+    env.update({
+        "KTI_POLICY_DIR": str(policies),
+        "KTI_INSTANCE_DIR": str(workdir / "instance"),
+        "KTI_HOOKS_DIR": str(workdir / "hooks"),
+        "KTI_DATABASE_URL": f"sqlite:///{workdir / 'instance' / 'kti.sqlite3'}",
+        "KTI_PSEUDONYM_KEY": "bench-pseudonym-key-0123456789abcdef",
+        "KTI_API_KEYS": f"{API_KEY}:query+ingest",
+        "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),
+        "KTI_LOG_LEVEL": "warning",
+    })
+    if decision_log:
+        env["KTI_DECISION_LOG"] = str(workdir / "decisions.jsonl")
+    (workdir / "hooks").mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"),
+           "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
+           "kti_policy.app:create_app()"]
+    log = open(workdir / "gunicorn.log", "wb")
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    log.close()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"gunicorn exited:\n{(workdir / 'gunicorn.log').read_text()}")
+            try:
+                status, _ = call("127.0.0.1", port, "GET", "/readyz")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"gunicorn not ready:\n{(workdir / 'gunicorn.log').read_text()}")
+            time.sleep(0.2)
+        yield "127.0.0.1", port, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def call(host: str, port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+# --- the workload --------------------------------------------------------------------------------
+
+
+def fact_events(items: list[tuple[dict[str, Any], Any]]) -> list[dict[str, Any]]:
+    """Events that record each workload subject's facts (the server looks them up per decision)."""
+    seen: dict[str, Any] = {}
+    for body, facts in items:
+        seen.setdefault(body["subject"]["id"], facts)
+    out: list[dict[str, Any]] = []
+    when = (AT - timedelta(days=800)).isoformat()
+
+    def add(sid: str, etype: str, data: dict[str, Any], at: str = when) -> None:
+        out.append({"id": f"bench-{len(out)}", "type": etype, "subject_id": sid,
+                    "occurred_at": at, "data": data})
+
+    for sid, f in seen.items():
+        add(sid, "relationship.started", {})
+        for c in sorted(f.consents):
+            add(sid, "consent.granted", {"purpose": c})
+        for s in sorted(f.objections):
+            add(sid, "objection.registered", {"scope": s})
+        if f.relationship == "ended":
+            add(sid, "relationship.ended", {})
+        if f.erasure_requested:
+            add(sid, "erasure.requested", {})
+        for at in f.access_requests:
+            add(sid, "access_request.received", {"written": True, "signed": True}, at.isoformat())
+    return out
+
+
+def seed_facts(host: str, port: int, events: list[dict[str, Any]]) -> None:
+    for i in range(0, len(events), 1000):
+        status, body = call(host, port, "POST", "/v1/events/batch",
+                            json.dumps({"events": events[i:i + 1000]}).encode())
+        if status not in (200, 201):
+            raise SystemExit(f"seeding facts failed: {status} {body[:500]!r}")
+
+
+def worker_pids(arbiter: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{arbiter}/task/{arbiter}/children").read_text()
+    except OSError:
+        return []
+    return sorted(int(x) for x in text.split())
+
+
+def connection_split(port: int, workers: list[int]) -> str:
+    """How many established client connections each gunicorn worker holds, e.g. "9/7"."""
+    if shutil.which("ss") is None or not workers:
+        return "?"
+    out = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True, check=False).stdout
+    return "/".join(str(out.count(f"pid={pid},")) for pid in workers)
+
+
+@contextmanager
+def split_sampler(port: int, workers: list[int], after: float) -> Iterator[dict[str, str]]:
+    """Sample ``connection_split`` once, ``after`` seconds into a run."""
+    found: dict[str, str] = {}
+    timer = threading.Timer(after, lambda: found.setdefault("split", connection_split(port, workers)))
+    timer.start()
+    try:
+        yield found
+    finally:
+        timer.cancel()
+
+
+# --- wrk (closed loop) ---------------------------------------------------------------------------
+
+
+def run_wrk(host: str, port: int, bodies_file: Path, path: str, connections: int, duration: float,
+            threads: int = 1) -> dict[str, Any]:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return {"error": "wrk is not installed (apt-get install wrk)"}
+    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
+           "-s", str(BENCH / "decisions.lua"), f"http://{host}:{port}", "--",
+           str(bodies_file), path, API_KEY]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    for line in proc.stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            r = json.loads(line[len("WRK_JSON "):])
+            secs = r["duration_us"] / 1e6
+            r["rps"] = r["requests"] / secs
+            r["errors"] = r["non2xx"] + r["connect_errors"] + r["read_errors"] + r["write_errors"] + r["timeouts"]
+            return r
+    return {"error": f"wrk failed ({proc.returncode}): {proc.stderr[-500:]} {proc.stdout[-500:]}"}
+
+
+# --- the paced open-loop client ------------------------------------------------------------------
+
+
+def _paced_client(host: str, port: int, path: str, bodies_file: str | None, rate: float,
+                  duration: float, start_at: float, connections: int, stagger: float, out: Any) -> None:
+    """The client process: asyncio, ``connections`` keep-alive connections, request ``i`` scheduled
+    at ``start_at + i / rate`` and sent on connection ``i % connections``. Latency counts from the
+    scheduled time, so a request queued behind a slow answer counts its wait (no coordinated
+    omission, as wrk2). Requests are pre-encoded and responses parsed only for status and length,
+    so the client costs tens of microseconds per request. No bodies file: GET ``path``."""
+    import asyncio
+
+    bodies = Path(bodies_file).read_bytes().splitlines() if bodies_file else []
+
+    total = int(rate * duration)
+    auth = f"Authorization: Bearer {API_KEY}\r\n".encode()
+    if bodies:
+        wire = [
+            b"POST " + path.encode() + b" HTTP/1.1\r\nHost: bench\r\n" + auth
+            + b"Content-Type: application/json\r\nContent-Length: " + str(len(b)).encode()
+            + b"\r\n\r\n" + b
+            for b in bodies
+        ]
+    else:
+        wire = [b"GET " + path.encode() + b" HTTP/1.1\r\nHost: bench\r\n\r\n"]
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors: list[str] = []
+    clock = time.perf_counter  # CLOCK_MONOTONIC: the same clock as the parent's start_at
+    give_up_at = start_at + duration + min(5.0, duration / 2)
+
+    async def one_connection(k: int) -> None:
+        # open the pool over the second before the start, as a client warming up would: opened in
+        # one burst, every connection may land on the same gunicorn worker (see the report)
+        opening = start_at - stagger + k * stagger / connections - clock()
+        if opening > 0:
+            await asyncio.sleep(opening)
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            for i in range(k, total, connections):
+                if clock() > give_up_at:
+                    break  # the server is too far behind: the rest count as not answered
+                scheduled = start_at + i / rate
+                delay = scheduled - clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                writer.write(wire[i % len(wire)])
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                if length:
+                    await reader.readexactly(length)
+                latencies.append(clock() - scheduled)
+                statuses[status] = statuses.get(status, 0) + 1
+                if b"connection: close" in head.lower():
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        await asyncio.gather(*(one_connection(k) for k in range(connections)))
+
+    asyncio.run(main())
+    out.put({"latencies": latencies, "statuses": statuses, "errors": errors[:5],
+             "finished_at": clock(), "scheduled": total})
+
+
+def run_paced(host: str, port: int, path: str, bodies_file: Path | None, rate: float,
+              duration: float, connections: int = 32, stagger: float = 1.0) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    start_at = time.perf_counter() + 2.0 + stagger  # time for the process to start, then the pool
+    proc = ctx.Process(target=_paced_client,
+                       args=(host, port, path, str(bodies_file) if bodies_file else None, rate,
+                             duration, start_at, connections, stagger, out))
+    proc.start()
+    try:
+        r = out.get(timeout=duration + 60)
+    finally:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+    latencies = sorted(r["latencies"])
+    statuses = {int(k): v for k, v in r["statuses"].items()}
+    elapsed = r["finished_at"] - start_at
+    n = len(latencies)
+    ok = sum(c for s, c in statuses.items() if 200 <= s < 300)
+    return {
+        "offered_rps": rate,
+        "requests": n,
+        "scheduled": r["scheduled"],
+        "rps": n / elapsed if elapsed > 0 else 0.0,
+        "errors": (r["scheduled"] - ok),
+        "statuses": statuses,
+        "client_errors": r["errors"],
+        "p50_us": pct(latencies, 50) * 1e6,
+        "p90_us": pct(latencies, 90) * 1e6,
+        "p99_us": pct(latencies, 99) * 1e6,
+        "max_us": (latencies[-1] if latencies else 0.0) * 1e6,
+        "mean_us": (statistics.fmean(latencies) if latencies else 0.0) * 1e6,
+    }
+
+
+def pct(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return 0.0
+    k = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[k]
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "loadavg_at_start": os.getloadavg()}
+
+
+def row(name: str, r: dict[str, Any], per_request: int, offered: str) -> list[str]:
+    if "error" in r:
+        return [name, offered, "-", "-", "-", "-", r["error"], "-"]
+    return [
+        name, offered, f"{r['rps']:,.0f}", f"{r['rps'] * per_request:,.0f}" if per_request else "-",
+        f"{r['p50_us'] / 1000:.2f}", f"{r['p99_us'] / 1000:.2f}", str(r["errors"]),
+        r.get("conns_per_worker", "?"),
+    ]
+
+
+def print_table(rows: list[list[str]]) -> None:
+    head = ["run", "offered req/s", "req/s", "decisions/s", "p50 ms", "p99 ms", "failed/unsent",
+            "conns per worker"]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
+    fmt = "| " + " | ".join(f"{{:<{w}}}" for w in widths) + " |"
+    print(fmt.format(*head))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(fmt.format(*r))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default_policies = REPO / "policies" if (REPO / "policies" / "vocabulary.yaml").exists() \
+        else REPO / "tests" / "data" / "clean"
+    ap.add_argument("--policies", type=Path, default=default_policies)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per run (at most 30)")
+    ap.add_argument("--rates", default="1000,2000", help="paced single-decision rates, req/s")
+    ap.add_argument("--batch-rate", type=float, default=150.0, help="paced batches (of 100) per second")
+    ap.add_argument("--connections", type=int, default=16, help="wrk connections for single decisions")
+    ap.add_argument("--batch-connections", type=int, default=8, help="wrk connections for batches")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--no-decision-log", action="store_true")
+    ap.add_argument("--only", choices=["wrk", "paced"], default=None, help="run only one kind")
+    ap.add_argument("-n", type=int, default=20_000, help="distinct bodies in the workload")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args(argv)
+    duration = min(args.duration, MAX_DURATION)
+
+    vocab = load_policy_set(str(args.policies)).vocabulary
+    items = generate(args.n, vocab=vocab)
+    singles = [json.dumps(b, separators=(",", ":")).encode() for b, _ in items]
+    batches = [json.dumps({"operations": [b for b, _ in items[i:i + BATCH]]}, separators=(",", ":")).encode()
+               for i in range(0, len(items) - BATCH + 1, BATCH)]
+    info = machine()
+    print(f"machine: {info['nproc']} CPUs, {info['cpu']}, Python {info['python']}, "
+          f"load average at start {info['loadavg_at_start'][0]:.2f}")
+    print(f"server: gunicorn {args.workers} workers x {args.threads} threads (gthread), SQLite, "
+          f"decision log {'off' if args.no_decision_log else 'on'}, policies {args.policies}")
+
+    results: dict[str, Any] = {"machine": info, "duration_s": duration, "policies": str(args.policies)}
+    rows: list[list[str]] = []
+    with tempfile.TemporaryDirectory(prefix="kti-http-bench-") as tmp:
+        work = Path(tmp)
+        single_file, batch_file = work / "single.jsonl", work / "batch.jsonl"
+        single_file.write_bytes(b"\n".join(singles) + b"\n")
+        batch_file.write_bytes(b"\n".join(batches) + b"\n")
+        with gunicorn(args.policies, work, args.workers, args.threads, not args.no_decision_log) as (host, port, server):
+            seed_facts(host, port, fact_events(items))
+            pids = worker_pids(server.pid)
+
+            def sampled(run: Any, *a: Any, at: float, **kw: Any) -> dict[str, Any]:
+                with split_sampler(port, pids, at) as found:
+                    r = run(*a, **kw)
+                r["conns_per_worker"] = found.get("split", "?")
+                return r
+
+            # warm up: every worker compiles its rules and opens its connections
+            run_wrk(host, port, single_file, "/v1/decisions", 8, 2)
+            if args.only in (None, "wrk"):
+                r = sampled(run_wrk, host, port, single_file, "/v1/decisions", args.connections, duration,
+                            at=duration / 2)
+                results["wrk_single"] = r
+                rows.append(row(f"single, wrk closed loop, {args.connections} conns", r, 1, "max"))
+                r = sampled(run_wrk, host, port, batch_file, "/v1/decisions/batch", args.batch_connections,
+                            duration, at=duration / 2)
+                results["wrk_batch"] = r
+                rows.append(row(f"batch of {BATCH}, wrk closed loop, {args.batch_connections} conns", r, BATCH, "max"))
+            if args.only in (None, "paced"):
+                top = max([float(x) for x in args.rates.split(",") if x.strip()] or [0.0])
+                if top > 0:
+                    # the floor: the same client, gunicorn and Flask, no decision (GET /healthz)
+                    r = sampled(run_paced, host, port, "/healthz", None, top, min(duration, 5.0), at=5.0)
+                    results[f"paced_healthz_{top:.0f}"] = r
+                    rows.append(row("calibration: GET /healthz, paced", r, 0, f"{top:,.0f}"))
+                for rate in [float(x) for x in args.rates.split(",") if x.strip()]:
+                    r = sampled(run_paced, host, port, "/v1/decisions", single_file, rate, duration,
+                                at=3.0 + duration / 2)
+                    results[f"paced_single_{rate:.0f}"] = r
+                    rows.append(row("single, paced (open loop)", r, 1, f"{rate:,.0f}"))
+                if args.batch_rate > 0:
+                    r = sampled(run_paced, host, port, "/v1/decisions/batch", batch_file, args.batch_rate,
+                                duration, connections=8, at=3.0 + duration / 2)
+                    results[f"paced_batch_{args.batch_rate:.0f}"] = r
+                    rows.append(row(f"batch of {BATCH}, paced (open loop)", r, BATCH, f"{args.batch_rate:,.0f}"))
+        if not args.no_decision_log:
+            lines = sum(1 for _ in open(work / "decisions.jsonl", "rb"))
+            results["decision_log_lines"] = lines
+    print()
+    print_table(rows)
+    print()
+    print(f"targets: 2,000 single decisions/s with p99 < 10 ms; 15,000 decisions/s in batches of {BATCH}")
+    print(f"load average at end: {os.getloadavg()[0]:.2f} (figures are preliminary on a shared machine)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
