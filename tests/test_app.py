@@ -189,6 +189,50 @@ def test_store_failure_denies(app_client: Any) -> None:
     assert body["reasons"][0]["rule"] == "eval_error"
 
 
+def test_store_failure_denies_a_whole_batch(app_client: Any) -> None:
+    state = app_client.application.extensions["kti"]
+
+    def broken(_sids: Any) -> Any:
+        raise OSError("database is gone")
+
+    state.store.facts_for_many = broken
+    other = {**DISCLOSE_OK, "subject": {"id": "customer-9"}}
+    anonymous = {"operation": "store_cookie", "data_categories": []}
+    body = app_client.post("/v1/decisions/batch", json={"operations": [DISCLOSE_OK, other, anonymous]})
+    assert body.status_code == 200, body.get_data(as_text=True)
+    decisions = body.get_json()["decisions"]
+    assert [d["decision"] for d in decisions[:2]] == ["deny", "deny"]
+    assert all(d["reasons"][0]["rule"] == "eval_error" for d in decisions[:2])
+    # an operation that names no subject needs no stored facts and is still decided on its merits
+    assert decisions[2]["reasons"][0]["rule"] != "eval_error"
+
+
+def test_batch_reads_each_subjects_own_facts(app_client: Any) -> None:
+    """One store read for the batch, yet every decision sees its own subject's facts."""
+    state = app_client.application.extensions["kti"]
+    event = {
+        "id": "ev-obj-1",
+        "type": "objection.registered",
+        "subject_id": "customer-obj",
+        "occurred_at": "2026-03-01T10:00:00Z",
+        "data": {"scope": "direct_marketing"},
+    }
+    state.store.record_events([event])
+    calls: list[list[str]] = []
+    real = state.store.facts_for_many
+
+    def counting(sids: Any) -> Any:
+        calls.append(list(sids))
+        return real(sids)
+
+    state.store.facts_for_many = counting
+    market = {"operation": "process", "purpose": "direct_marketing", "data_categories": ["email"]}
+    ops = [{**market, "subject": {"id": s}} for s in ("customer-obj", "customer-free", "customer-obj")]
+    decisions = app_client.post("/v1/decisions/batch", json={"operations": ops}).get_json()["decisions"]
+    assert [d["decision"] for d in decisions] == ["deny", "allow", "deny"]
+    assert len(calls) == 1
+
+
 def test_decider_exception_denies(app_client: Any) -> None:
     state = app_client.application.extensions["kti"]
     decider = state.decider()

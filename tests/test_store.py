@@ -145,6 +145,29 @@ def test_facts_fold_out_of_order_and_erasure_sticks(make_store: Any) -> None:
     assert store.facts_for("nobody") == SubjectFacts()
 
 
+def test_facts_for_many_agrees_with_facts_for(make_store: Any) -> None:
+    """The batch read gives every subject what the one-subject read gives, across IN chunks."""
+    store = make_store()
+    rng = random.Random(7)
+    kinds = ["objection.registered", "consent.granted", "consent.withdrawn", "relationship.started",
+             "relationship.ended", "erasure.requested"]
+    events = []
+    for i in range(1200):
+        subject = f"cust-{rng.randrange(700)}"
+        day = rng.randrange(1, 28)
+        events.append(ev(i, rng.choice(kinds), subject, f"2026-03-{day:02d}T10:00:00Z"))
+    store.record_events(events[:600])
+    store.record_events(events[600:])
+    asked = [f"cust-{n}" for n in range(720)] + ["cust-3", "cust-3", "nobody"]  # unknowns, repeats
+    many = store.facts_for_many(asked)
+    assert set(many) == set(asked)
+    for subject in set(asked):
+        assert many[subject] == store.facts_for(subject), subject
+    assert many["nobody"] == SubjectFacts()
+    assert any(f.objections for f in many.values()) and any(f.relationship for f in many.values())
+    assert store.facts_for_many([]) == {}
+
+
 def test_ties_by_arrival(make_store: Any) -> None:
     store = make_store()
     at = "2026-03-01T10:00:00Z"

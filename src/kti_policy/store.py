@@ -50,7 +50,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -119,6 +119,8 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
 
 
 _PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# Subject keys per IN (...) query: well under SQLite's and psycopg's parameter limits.
+_IN_CHUNK = 500
 metadata = sa.MetaData()
 events_t = sa.Table(
     "events",
@@ -718,6 +720,32 @@ class Store:
     def facts_for(self, subject_id: str) -> SubjectFacts:
         """The recorded facts of a subject (empty facts when nothing is recorded)."""
         return self._fold(self._subject_rows(subject_id))
+
+    def facts_for_many(self, subject_ids: Iterable[str]) -> dict[str, SubjectFacts]:
+        """Facts of several subjects in one query per chunk, not one query each.
+
+        A batch of decisions spent half its time in per-subject queries (py-spy); this reads every
+        subject's events with ``subject_key IN (...)`` and folds them per subject. Subjects with no
+        events get empty facts, exactly as :meth:`facts_for` gives them.
+        """
+        key_of: dict[str, str] = {}
+        for sid in subject_ids:
+            if sid not in key_of:
+                key_of[sid] = self.pseudonymizer.subject_key(sid)
+        rows_by_key: dict[str, list[Any]] = {key: [] for key in key_of.values()}
+        keys = list(rows_by_key)
+        cols = (events_t.c.subject_key, events_t.c.type, events_t.c.occurred_at, events_t.c.data, events_t.c.seq)
+        with self._read() as conn:
+            for start in range(0, len(keys), _IN_CHUNK):
+                chunk = keys[start : start + _IN_CHUNK]
+                query = (
+                    sa.select(*cols)
+                    .where(events_t.c.subject_key.in_(chunk))
+                    .order_by(events_t.c.occurred_at, events_t.c.seq)
+                )
+                for row in conn.execute(query):
+                    rows_by_key[row.subject_key].append(row)
+        return {sid: self._fold(rows_by_key[key]) for sid, key in key_of.items()}
 
     def subject_view(self, subject_id: str) -> dict[str, Any] | None:
         """Facts and history as ``GET /v1/subjects/<id>`` shows them; None when no events."""

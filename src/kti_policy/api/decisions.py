@@ -38,6 +38,9 @@ _FACTS_UNAVAILABLE = Text(
 )
 
 
+_NO_FACTS = SubjectFacts()
+
+
 def negotiated_language() -> str:
     """``fi`` or ``en`` from ``Accept-Language`` (``fi-FI`` counts as ``fi``); default ``en``."""
     header = request.headers.get("Accept-Language")
@@ -50,20 +53,18 @@ def _state() -> Any:
     return current_app.extensions["kti"]
 
 
-def _facts_or_none(state: Any, subject_id: str | None, cache: dict[str, SubjectFacts]) -> SubjectFacts | None:
-    """Recorded facts for the subject (empty without a subject); None when the store failed."""
-    if subject_id is None:
-        return SubjectFacts()
-    hit = cache.get(subject_id)
-    if hit is not None:
-        return hit
+def _facts_by_subject(state: Any, ops: list[Operation]) -> dict[str, SubjectFacts] | None:
+    """Recorded facts of every subject the request names, read at once; None when the store failed."""
+    subject_ids = [op.subject_id for op in ops if op.subject_id is not None]
+    if not subject_ids:
+        return {}
     try:
-        facts = state.store.facts_for(subject_id)
+        if len(subject_ids) == 1:
+            return {subject_ids[0]: state.store.facts_for(subject_ids[0])}
+        return dict(state.store.facts_for_many(subject_ids))
     except Exception:
         log.exception("reading subject facts failed; answering deny")
         return None
-    cache[subject_id] = facts
-    return facts
 
 
 def _fail_closed(op: Operation, version: str, fault: str) -> Decision:
@@ -84,10 +85,10 @@ def _decide_all(ops: list[Operation]) -> list[Decision]:
     state = _state()
     loaded = state.loaded()  # one policy set for the whole request, even across a reload
     decider = loaded.decider
-    cache: dict[str, SubjectFacts] = {}
+    known = _facts_by_subject(state, ops)
     out: list[Decision] = []
     for op in ops:
-        facts = _facts_or_none(state, op.subject_id, cache)
+        facts = _NO_FACTS if op.subject_id is None else (known or {}).get(op.subject_id)
         if facts is None:
             out.append(_fail_closed(op, loaded.version, "facts_unavailable"))
             continue
