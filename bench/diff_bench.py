@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import describe, machine  # noqa: E402
 from workload import AT, generate  # noqa: E402
 
 from kti_policy.decision import Decider  # noqa: E402
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         log_path, new_dir = work / "decisions.jsonl", work / "policies-edited"
         log_path.unlink(missing_ok=True)
         shutil.rmtree(new_dir, ignore_errors=True)
+        print(describe(machine()))
         gen = write_log(Path(args.policies), log_path, args.n, args.seed)
         edited_copy(Path(args.policies), new_dir)
         print(f"wrote {args.n} log lines ({log_path.stat().st_size / 1e6:.1f} MB) in {gen:.1f} s")

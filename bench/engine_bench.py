@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -22,6 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import describe, machine  # noqa: E402
 from workload import generate  # noqa: E402
 
 from kti_policy.decision import Decider  # noqa: E402
@@ -29,19 +28,6 @@ from kti_policy.loader import load_policy_set  # noqa: E402
 from kti_policy.operation import parse_operation  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "implementation": platform.python_implementation()}
 
 
 def run(decider: Decider, items: list[Any]) -> dict[str, Any]:
@@ -92,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
               "workload": {"n": args.n, "seed": args.seed}, "results": results,
               "engine_agrees_with_reference_on_first_2000": ref == eng}
 
-    m = report["machine"]
-    print(f"machine: {m['nproc']} CPUs, {m['cpu']}, Python {m['python']}")
+    print(describe(report["machine"]))
     print(f"policies: {args.policies} ({len(ps.rules)} rules, version {ps.version}); {args.n} operations, seed {args.seed}")
     print(f"{'variant':24} {'dec/s':>9} {'mean us':>9} {'p50 us':>9} {'p99 us':>9} {'max us':>9}")
     for name, r in results.items():

@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import describe, machine  # noqa: E402
 
 from kti_policy.delivery import Worker
 from kti_policy.hooks import Subscription, parse_secret
@@ -174,6 +177,7 @@ def main() -> None:
     ap.add_argument("--deliveries", type=int, default=10000)
     ap.add_argument("--pg", default=os.environ.get("KTI_TEST_POSTGRES_URL"))
     args = ap.parse_args()
+    print(describe(machine()))
     run("sqlite", None, args.events, args.deliveries)
     if args.pg:
         run("postgresql", args.pg, args.events, args.deliveries)

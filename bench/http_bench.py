@@ -37,7 +37,6 @@ import http.client
 import json
 import multiprocessing
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -58,6 +57,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO / "src"))
 
+from machine import describe, machine  # noqa: E402
 from workload import AT, generate  # noqa: E402
 
 from kti_policy.loader import load_policy_set  # noqa: E402
@@ -345,19 +345,6 @@ def pct(sorted_values: list[float], p: float) -> float:
 # --- report --------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "loadavg_at_start": os.getloadavg()}
-
-
 def row(name: str, r: dict[str, Any], per_request: int, offered: str) -> list[str]:
     if "error" in r:
         return [name, offered, "-", "-", "-", "-", r["error"], "-"]
@@ -404,8 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = [json.dumps({"operations": [b for b, _ in items[i:i + BATCH]]}, separators=(",", ":")).encode()
                for i in range(0, len(items) - BATCH + 1, BATCH)]
     info = machine()
-    print(f"machine: {info['nproc']} CPUs, {info['cpu']}, Python {info['python']}, "
-          f"load average at start {info['loadavg_at_start'][0]:.2f}")
+    print(describe(info))
     print(f"server: gunicorn {args.workers} workers x {args.threads} threads (gthread), SQLite, "
           f"decision log {'off' if args.no_decision_log else 'on'}, policies {args.policies}")
 

@@ -308,3 +308,25 @@ def test_from_config_defaults(tmp_path: Any, monkeypatch: Any) -> None:
         assert (tmp_path / "inst" / "pseudonym.key").exists()
     finally:
         store.close()
+
+
+def test_facts_reads_are_one_statement_and_writes_still_begin(make_store: Any) -> None:
+    """The decision path's facts read is a single SELECT (no BEGIN/COMMIT round trips on SQLite);
+    writes still open their transaction with BEGIN IMMEDIATE."""
+    store = make_store()
+    statements: list[str] = []
+
+    @sa.event.listens_for(store.engine, "before_cursor_execute")
+    def _seen(_conn: Any, _cur: Any, statement: str, *_a: Any) -> None:
+        statements.append(statement.split()[0].upper())
+
+    store.record_events([ev(1, subject="a"), ev(2, "consent.granted", subject="b")])
+    if make_store.db.backend == "sqlite":
+        assert statements[0] == "BEGIN"  # BEGIN IMMEDIATE
+    statements.clear()
+    assert store.facts_for("a").objections == {"direct_marketing"}
+    assert statements == ["SELECT"]
+    statements.clear()
+    many = store.facts_for_many(["a", "b", "c"])
+    assert statements == ["SELECT"]
+    assert many["b"].consents == {"disclosure"} and many["c"] == SubjectFacts()

@@ -493,8 +493,10 @@ class Store:
 
             @sa_event.listens_for(engine, "begin")
             def _sqlite_begin(conn: Connection) -> None:
-                immediate = conn.get_execution_options().get("kti_write")
-                conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+                options = conn.get_execution_options()
+                if options.get("kti_single_statement"):
+                    return  # one SELECT in autocommit mode is already its own consistent snapshot
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("kti_write") else "BEGIN")
 
             return engine
         connect_args: dict[str, Any] = {}
@@ -519,9 +521,17 @@ class Store:
                 yield conn
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
+    def _read(self, single_statement: bool = False) -> Iterator[Connection]:
+        """A read transaction; ``single_statement`` skips SQLite's BEGIN/COMMIT round trips.
+
+        Facts reads on the decision path are one SELECT each; on SQLite the explicit BEGIN and
+        COMMIT around it cost more than the query (py-spy, bench/http_bench.py).
+        """
+        with self.engine.connect() as conn:
+            if single_statement:
+                conn.execution_options(kti_single_statement=True)
+            with conn.begin():
+                yield conn
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent; safe with concurrent starts)."""
@@ -701,7 +711,7 @@ class Store:
 
     def _subject_rows(self, subject_id: str) -> list[Any]:
         key = self.pseudonymizer.subject_key(subject_id)
-        with self._read() as conn:
+        with self._read(single_statement=True) as conn:
             return list(
                 conn.execute(
                     sa.select(events_t)
@@ -735,7 +745,7 @@ class Store:
         rows_by_key: dict[str, list[Any]] = {key: [] for key in key_of.values()}
         keys = list(rows_by_key)
         cols = (events_t.c.subject_key, events_t.c.type, events_t.c.occurred_at, events_t.c.data, events_t.c.seq)
-        with self._read() as conn:
+        with self._read(single_statement=len(keys) <= _IN_CHUNK) as conn:
             for start in range(0, len(keys), _IN_CHUNK):
                 chunk = keys[start : start + _IN_CHUNK]
                 query = (
