@@ -27,8 +27,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy src
 
-bench: $(STAMP)
+bench: $(STAMP)  # the figures of README "Measured"; http_bench needs wrk (apt-get install wrk)
 	$(PY) bench/engine_bench.py
+	$(PY) bench/events_bench.py
+	$(PY) bench/diff_bench.py
+	$(PY) bench/http_bench.py
 
 clean:
 	rm -rf $(VENV) instance build *.egg-info
