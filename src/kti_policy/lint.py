@@ -130,26 +130,25 @@ def _leaves(cond: Condition | None) -> Iterator[Any]:
 # --- conditions to formulas --------------------------------------------------------------------
 
 
-def _and(items: list[Formula]) -> Formula:
+def _junction(kind: str, items: list[Formula]) -> Formula:
+    """``and``/``or`` of formulas, flattened, with constants folded (the absorbing one wins)."""
+    absorbing = kind == "or"  # True absorbs an or, False absorbs an and
     out: list[Formula] = []
     for f in items:
-        if f is False:
-            return False
-        if f is True:
+        if f is absorbing:
+            return absorbing
+        if f is (not absorbing):
             continue
-        out.extend(f.items if isinstance(f, Op) and f.kind == "and" else (f,))
-    return True if not out else out[0] if len(out) == 1 else Op("and", tuple(out))
+        out.extend(f.items if isinstance(f, Op) and f.kind == kind else (f,))
+    return (not absorbing) if not out else out[0] if len(out) == 1 else Op(kind, tuple(out))
+
+
+def _and(items: list[Formula]) -> Formula:
+    return _junction("and", items)
 
 
 def _or(items: list[Formula]) -> Formula:
-    out: list[Formula] = []
-    for f in items:
-        if f is True:
-            return True
-        if f is False:
-            continue
-        out.extend(f.items if isinstance(f, Op) and f.kind == "or" else (f,))
-    return False if not out else out[0] if len(out) == 1 else Op("or", tuple(out))
+    return _junction("or", items)
 
 
 class Translator:
