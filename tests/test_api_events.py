@@ -90,6 +90,14 @@ def test_events_subjects_and_deliveries(make_store: Any, tmp_path: Path, receive
         json={"events": [EVENT, {**EVENT, "id": "ev-4", "type": "nope"}]},
     )
     assert bad_batch.status_code == 400 and bad_batch.get_json()["details"]["index"] == 1
+    future = client.post(
+        "/v1/events",
+        headers=auth("ing"),
+        json={**EVENT, "id": "ev-future", "occurred_at": "2099-01-01T00:00:00Z"},
+    )
+    assert future.status_code == 400, future.get_data(as_text=True)
+    assert future.get_json()["details"]["field"] == "occurred_at"
+    assert "in the future" in future.get_json()["message"]
 
     view = client.get("/v1/subjects/cust-9", headers=auth("qry"))
     assert view.status_code == 200

@@ -79,6 +79,7 @@ def test_batch_is_all_or_nothing_and_names_the_index(make_store: Any) -> None:
         ({**ev(1), "type": "subject.deleted"}, "type"),
         ({**ev(1), "subject_id": ""}, "subject_id"),
         ({**ev(1), "occurred_at": "yesterday"}, "occurred_at"),
+        ({**ev(1), "occurred_at": "2030-01-01T00:00:00Z"}, "occurred_at"),  # the future
         ({**ev(1), "subjectId": "x"}, "subjectId"),
         ({**ev(1), "data": {"scope": "direct_marketing", "email": "a@b"}}, "data.email"),
         ({**ev(1), "data": {}}, "data.scope"),
@@ -92,6 +93,20 @@ def test_bad_events_are_400_naming_the_field(make_store: Any, event: Any, field:
         store.record_events([event])
     assert exc.value.details["field"] == field
     assert field in exc.value.message
+
+
+def test_future_events_are_refused_within_a_clock_skew() -> None:
+    """A future occurred_at would win every fold until then; a few minutes of skew are allowed."""
+    from datetime import UTC, datetime
+
+    from kti_policy.store import validate_event
+
+    now = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    assert validate_event(ev(1, at="2026-03-01T10:04:59Z"), now=now).occurred_at.minute == 4
+    with pytest.raises(RequestError) as exc:
+        validate_event(ev(1, at="2026-03-01T10:05:01Z"), now=now, prefix="events[3].", index=3)
+    assert exc.value.details["field"] == "events[3].occurred_at" and exc.value.details["index"] == 3
+    assert "in the future" in exc.value.message
 
 
 def test_vocabulary_is_the_callers(make_store: Any) -> None:

@@ -196,6 +196,10 @@ def _bad(field_name: str, message: str, index: int | None) -> RequestError:
     return RequestError(f"{field_name}: {message}", details)
 
 
+# How far ahead of this server's clock an event's occurred_at may be (the sender's clock may run fast).
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+
+
 def parse_time(value: Any, field_name: str, index: int | None = None) -> datetime:
     """ISO 8601 text to an aware UTC datetime; a time without an offset is taken as UTC."""
     if not isinstance(value, str) or not value.strip():
@@ -215,8 +219,14 @@ def validate_event(
     *,
     prefix: str = "",
     index: int | None = None,
+    now: datetime | None = None,
 ) -> NewEvent:
-    """Check one event against CONTRACT section 3; raise ``RequestError`` naming the field."""
+    """Check one event against CONTRACT section 3; raise ``RequestError`` naming the field.
+
+    ``occurred_at`` may not lie more than ``MAX_FUTURE_SKEW`` ahead of ``now``: the later
+    ``occurred_at`` wins when facts are folded, so a consent dated in 2030 by a typo would
+    outlive every withdrawal recorded until then (a disclosure allowed after the subject said no).
+    """
     vocab = DEFAULT_VOCABULARY if vocabulary is None else vocabulary
     where = prefix.rstrip(".") or "event"
     if not isinstance(raw, Mapping):
@@ -256,6 +266,14 @@ def validate_event(
     if "occurred_at" not in raw:
         raise _bad(f"{prefix}occurred_at", "required", index)
     occurred_at = parse_time(raw["occurred_at"], f"{prefix}occurred_at", index)
+    latest = (now or datetime.now(UTC)) + MAX_FUTURE_SKEW
+    if occurred_at > latest:
+        raise _bad(
+            f"{prefix}occurred_at",
+            f"{raw['occurred_at']!r} is in the future; an event records what has happened "
+            f"(clocks may differ by at most {int(MAX_FUTURE_SKEW.total_seconds() // 60)} minutes)",
+            index,
+        )
     data_in = raw.get("data")
     if data_in is None:
         data_in = {}
