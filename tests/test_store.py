@@ -326,7 +326,7 @@ def test_from_config_defaults(tmp_path: Any, monkeypatch: Any) -> None:
 
 
 def test_facts_reads_are_one_statement_and_writes_still_begin(make_store: Any) -> None:
-    """The decision path's facts read is a single SELECT (no BEGIN/COMMIT round trips on SQLite);
+    """The decision path's facts reads are a single SELECT (no BEGIN/COMMIT round trips on SQLite);
     writes still open their transaction with BEGIN IMMEDIATE."""
     store = make_store()
     statements: list[str] = []
@@ -340,8 +340,35 @@ def test_facts_reads_are_one_statement_and_writes_still_begin(make_store: Any) -
         assert statements[0] == "BEGIN"  # BEGIN IMMEDIATE
     statements.clear()
     assert store.facts_for("a").objections == {"direct_marketing"}
-    assert statements == ["SELECT"]
+    assert statements == []  # the single read runs on the driver connection: no BEGIN, no COMMIT
     statements.clear()
     many = store.facts_for_many(["a", "b", "c"])
     assert statements == ["SELECT"]
     assert many["b"].consents == {"disclosure"} and many["c"] == SubjectFacts()
+
+
+def test_driver_read_gives_what_sqlalchemy_gives(make_store: Any) -> None:
+    """facts_for (driver connection) folds the same rows, times and types as subject_view (SQLAlchemy)."""
+    store = make_store()
+    store.record_events(
+        [
+            ev(1, "relationship.started", "x", "2026-01-01T10:00:00+02:00"),
+            ev(2, "access_request.received", "x", "2026-02-03T23:30:00-05:00", written=True, signed=True),
+            ev(3, "access_request.received", "x", "2025-12-01T08:00:00Z", written=True, signed=False),
+            ev(4, "consent.granted", "x", "2026-01-05T10:00:00Z"),
+        ]
+    )
+    facts = store.facts_for("x")
+    assert facts == SubjectFacts.from_dict(store.subject_view("x"))
+    assert all(at.tzinfo is not None and at.utcoffset().total_seconds() == 0 for at in facts.access_requests)
+    assert max(facts.access_requests).isoformat() == "2026-02-04T04:30:00+00:00"
+
+
+def test_driver_read_failure_is_raised_and_the_pool_recovers(make_store: Any, monkeypatch: Any) -> None:
+    store = make_store()
+    store.record_events([ev(1, subject="y")])
+    monkeypatch.setattr(store._facts_read, "sql", "SELECT * FROM no_such_table")
+    with pytest.raises(Exception, match="no_such_table"):
+        store.facts_for("y")
+    monkeypatch.undo()
+    assert store.facts_for("y").objections == {"direct_marketing"}
