@@ -369,16 +369,12 @@ class AttemptOutcome:
 
 # The decision path's facts reads, built once: only the columns the fold needs, bound parameters
 # (building the statement per call cost more than running it on SQLite).
-_FACT_COLUMNS = (events_t.c.subject_key, events_t.c.type, events_t.c.occurred_at, events_t.c.data, events_t.c.seq)
-_FACTS_OF_ONE = (
-    sa.select(*_FACT_COLUMNS)
-    .where(events_t.c.subject_key == sa.bindparam("key"))
-    .order_by(events_t.c.occurred_at, events_t.c.seq)
-)
-_FACTS_OF_MANY = (
-    sa.select(*_FACT_COLUMNS)
-    .where(events_t.c.subject_key.in_(sa.bindparam("keys", expanding=True)))
-    .order_by(events_t.c.occurred_at, events_t.c.seq)
+_FACTS_IN_FOLD_ORDER = sa.select(
+    events_t.c.subject_key, events_t.c.type, events_t.c.occurred_at, events_t.c.data, events_t.c.seq
+).order_by(events_t.c.occurred_at, events_t.c.seq)
+_FACTS_OF_ONE = _FACTS_IN_FOLD_ORDER.where(events_t.c.subject_key == sa.bindparam("key"))
+_FACTS_OF_MANY = _FACTS_IN_FOLD_ORDER.where(
+    events_t.c.subject_key.in_(sa.bindparam("keys", expanding=True))
 )
 
 
@@ -612,8 +608,9 @@ class Store:
     def _read(self, single_statement: bool = False) -> Iterator[Connection]:
         """A read transaction; ``single_statement`` skips SQLite's BEGIN/COMMIT round trips.
 
-        Facts reads on the decision path are one SELECT each; on SQLite the explicit BEGIN and
-        COMMIT around it cost more than the query (py-spy, bench/http_bench.py).
+        For blocks that run one SELECT (a subject's view, a batch's facts in one chunk): on SQLite
+        the explicit BEGIN and COMMIT around it cost more than the query (py-spy,
+        bench/http_bench.py), and one statement is its own consistent snapshot anyway.
         """
         with self.engine.connect() as conn:
             if single_statement:
