@@ -21,7 +21,7 @@ MAX_ID_LENGTH = 256
 MAX_LIST = 100
 
 
-def _strict_bool(**kw: Any) -> fields.Boolean:
+def strict_bool(**kw: Any) -> fields.Boolean:
     """JSON true/false only: "y" or 1 must not quietly mean true in a privacy decision."""
     return fields.Boolean(truthy={True}, falsy={False}, **kw)
 
@@ -31,52 +31,52 @@ class _Base(Schema):
         unknown = RAISE
 
 
-def _id_field(**kw: Any) -> fields.String:
+def id_field(**kw: Any) -> fields.String:
     return fields.String(validate=validate.Length(min=1, max=MAX_ID_LENGTH), **kw)
 
 
-def _id_list(**kw: Any) -> fields.List:
-    return fields.List(_id_field(), validate=validate.Length(max=MAX_LIST), **kw)
+def id_list(**kw: Any) -> fields.List:
+    return fields.List(id_field(), validate=validate.Length(max=MAX_LIST), **kw)
 
 
 class SubjectSchema(_Base):
     id = fields.String(required=True, validate=validate.Length(min=1, max=MAX_ID_LENGTH),
                        metadata={"description": "The caller's customer id (pseudonymised before it is stored or logged)"})
-    consents = _id_list(metadata={"description": "Inline consent purpose ids, added to recorded ones"})
-    objections = _id_list(metadata={"description": "Inline objection scope ids, added to recorded ones"})
+    consents = id_list(metadata={"description": "Inline consent purpose ids, added to recorded ones"})
+    objections = id_list(metadata={"description": "Inline objection scope ids, added to recorded ones"})
     relationship = fields.String(validate=validate.OneOf(["active", "ended"]),
                                  metadata={"description": "active or ended; a recorded 'ended' always wins"})
-    erasure_requested = _strict_bool()
+    erasure_requested = strict_bool()
 
 
 class RecipientSchema(_Base):
-    type = _id_field(required=True, metadata={"description": "Recipient type id"})
+    type = id_field(required=True, metadata={"description": "Recipient type id"})
     name = fields.String(validate=validate.Length(max=500))
     country = fields.String(validate=validate.Regexp(r"^[A-Z]{2}$", error="must be an ISO 3166 alpha-2 code like FI"))
 
 
 class LegalBasisSchema(_Base):
-    type = _id_field(required=True, metadata={"description": "legal_obligation, consent, contract or legitimate_interest"})
+    type = id_field(required=True, metadata={"description": "legal_obligation, consent, contract or legitimate_interest"})
     reference = fields.String(validate=validate.Length(max=1000))
 
 
 class SubjectRequestSchema(_Base):
-    type = _id_field(required=True, metadata={"description": "Request type id"})
+    type = id_field(required=True, metadata={"description": "Request type id"})
     received_at = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "When the request was received (ISO 8601)"})
-    written = _strict_bool()
-    signed = _strict_bool()
+    written = strict_bool()
+    signed = strict_bool()
 
 
 class OperationSchema(_Base):
     """The body of ``POST /v1/decisions`` (CONTRACT section 2)."""
 
-    operation = _id_field(required=True, metadata={"description": "Operation id, e.g. disclose"})
-    purpose = _id_field(metadata={"description": "Purpose id (required for process)"})
-    data_categories = _id_list(load_default=list)
+    operation = id_field(required=True, metadata={"description": "Operation id, e.g. disclose"})
+    purpose = id_field(metadata={"description": "Purpose id (required for process)"})
+    data_categories = id_list(load_default=list)
     subject = fields.Nested(SubjectSchema, metadata={"description": "Required except for store_cookie"})
     recipient = fields.Nested(RecipientSchema, metadata={"description": "Required for disclose"})
     legal_basis = fields.Nested(LegalBasisSchema)
-    source = _id_field(metadata={"description": "Source id (required for collect)"})
+    source = id_field(metadata={"description": "Source id (required for collect)"})
     request = fields.Nested(SubjectRequestSchema, metadata={"description": "Required for subject_request"})
     at = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "When the operation would happen (default: now)"})
 

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
-from marshmallow import ValidationError
 
 from kti_policy.decision import EVAL_ERROR, Decision, Reason
 from kti_policy.errors import RequestError
@@ -24,7 +23,7 @@ from kti_policy.model import Text
 from kti_policy.operation import Operation, parse_operation
 
 from .auth import require_role
-from .schemas import BatchRequestSchema, read_json_object
+from .schemas import BatchRequestSchema, load_or_400, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +174,7 @@ def decide_batch() -> Any:
     started = time.perf_counter()
     body = read_json_object()
     lang = negotiated_language()
-    try:
-        envelope = _BATCH_SCHEMA.load(body)
-    except ValidationError as exc:
-        errs = exc.normalized_messages()
-        raise RequestError(
-            "invalid batch: " + "; ".join(f"{k}: {v}" for k, v in errs.items()), {"errors": errs}
-        ) from None
+    envelope = load_or_400(_BATCH_SCHEMA, body, "batch")
     max_batch = int(current_app.config.get("KTI_MAX_BATCH", 1000))
     items = envelope["operations"]
     if len(items) > max_batch:

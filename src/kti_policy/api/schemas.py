@@ -12,12 +12,23 @@ import json
 from typing import Any
 
 from flask import request
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from werkzeug.exceptions import UnsupportedMediaType
 
 from kti_policy.errors import RequestError
 
 MAX_BATCH = 1000
+
+
+def load_or_400(schema: Schema, body: Any, what: str) -> dict[str, Any]:
+    """``schema.load(body)``, or a 400 ``RequestError`` naming every bad field (``invalid <what>``)."""
+    try:
+        return dict(schema.load(body))
+    except ValidationError as exc:
+        errs = exc.normalized_messages()
+        raise RequestError(
+            f"invalid {what}: " + "; ".join(f"{k}: {v}" for k, v in errs.items()), {"errors": errs}
+        ) from None
 
 
 def operation_schema() -> type[Schema]:

@@ -42,12 +42,12 @@ from kti_policy.errors import PolicyError, PolicyErrors, Position, RequestError,
 from kti_policy.facts import SubjectFacts
 from kti_policy.loader import VOCABULARY_FILE, load_policy_set, policy_files
 from kti_policy.model import PolicySet, Rule, Vocabulary
-from kti_policy.operation import parse_operation
+from kti_policy.operation import MAX_LIST, id_field, id_list, parse_operation, strict_bool
 from kti_policy.policytest import CaseResult, TestRun, run_tests, test_files
 
 from .auth import current_keys, require_role
 from .decisions import negotiated_language
-from .schemas import read_json_object
+from .schemas import load_or_400, operation_schema, read_json_object
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 STATIC_DIR = _PACKAGE / "static"
@@ -64,7 +64,6 @@ MAX_TOTAL_CHARS = 1024 * 1024
 MAX_YAML_NODES = 100_000
 MAX_YAML_DEPTH = 64
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.ya?ml$")
-MAX_LIST = 100
 
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -122,23 +121,16 @@ class _RawOperation(fields.Nested):
         return value
 
 
-def _id_list() -> fields.List:
-    return fields.List(
-        fields.String(validate=validate.Length(min=1, max=256)),
-        validate=validate.Length(max=MAX_LIST),
-    )
-
-
 class PlaygroundFactsSchema(Schema):
     """Recorded facts of the imagined subject, as if folded from events."""
 
     class Meta:
         unknown = RAISE
 
-    consents = _id_list()
-    objections = _id_list()
-    relationship = fields.String(allow_none=True, validate=validate.Length(min=1, max=256))
-    erasure_requested = fields.Boolean(truthy={True}, falsy={False})
+    consents = id_list()
+    objections = id_list()
+    relationship = id_field(allow_none=True)
+    erasure_requested = strict_bool()
     access_requests = fields.List(
         fields.AwareDateTime(default_timezone=UTC),
         validate=validate.Length(max=MAX_LIST),
@@ -159,17 +151,11 @@ class PlaygroundTestRequestSchema(Schema):
 
 class PlaygroundEvaluateRequestSchema(PlaygroundTestRequestSchema):
     operation = _RawOperation(
-        lambda: _operation_schema()(),
+        lambda: operation_schema()(),
         required=True,
         metadata={"description": "a decision request, as POST /v1/decisions takes it"},
     )
     facts = fields.Nested(PlaygroundFactsSchema, load_default=dict)
-
-
-def _operation_schema() -> type[Schema]:
-    from kti_policy.operation import OperationSchema
-
-    return OperationSchema
 
 
 class PlaygroundExplainedSchema(Schema):
@@ -251,14 +237,7 @@ _TEST = PlaygroundTestRequestSchema()
 
 
 def _load(schema: Schema, body: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return dict(schema.load(body))
-    except ValidationError as exc:
-        errs = exc.normalized_messages()
-        raise RequestError(
-            "invalid playground request: " + "; ".join(f"{k}: {v}" for k, v in errs.items()),
-            {"errors": errs},
-        ) from None
+    return load_or_400(schema, body, "playground request")
 
 
 # --- the edited set --------------------------------------------------------------------------
@@ -355,10 +334,9 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def _edited_set(files: Mapping[str, str]) -> tuple[PolicySet, Any]:
+def _edited_set(files: Mapping[str, str], loaded: Any) -> tuple[PolicySet, Any]:
     """The set the edit would give, and a decider for it; raises ``PolicyErrors`` (file names
-    relative to the folder). No files: the loaded set itself, with the service's decider."""
-    loaded = _state().loaded()
+    relative to the folder). No files: the ``loaded`` set itself, with the service's decider."""
     if not files:
         return loaded.policy_set, loaded.decider
     base = _policy_dir()
@@ -383,13 +361,7 @@ def _facts(data: Mapping[str, Any], vocabulary: Vocabulary) -> SubjectFacts:
     rel = data.get("relationship")
     if rel is not None and not vocabulary.knows("relationship", rel):
         raise UnknownVocabularyId("facts.relationship", rel, vocabulary.ids("relationship"))
-    return SubjectFacts(
-        consents=frozenset(data.get("consents") or ()),
-        objections=frozenset(data.get("objections") or ()),
-        relationship=rel,
-        erasure_requested=bool(data.get("erasure_requested", False)),
-        access_requests=tuple(sorted(data.get("access_requests") or ())),
-    )
+    return SubjectFacts.from_dict(data)
 
 
 def _side(policy_set: PolicySet, decider: Any, operation: Mapping[str, Any],
@@ -405,7 +377,7 @@ def _side(policy_set: PolicySet, decider: Any, operation: Mapping[str, Any],
                 "error": {"error": exc.code, "message": exc.message}, "explanations": []}, None
     decision = decider.decide(op, subject_facts)
     ctx = build_context(op, decision.facts)
-    rules = {r.id: r for r in policy_set.rules}
+    rules = decider.rules
     explanations = [explain_rule(rules[rid], ctx, lang) for rid in decision.rule_ids if rid in rules]
     return {"policy_version": policy_set.version, "decision": decision.to_dict(lang),
             "error": None, "explanations": explanations}, decision
@@ -428,9 +400,11 @@ def _tests_signature(base: Path) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _loaded_run() -> TestRun:
-    """The shipped tests against the loaded set, cached until the set or a test file changes."""
-    loaded = _state().loaded()
+def _loaded_run(loaded: Any) -> TestRun:
+    """The shipped tests against ``loaded``, cached until the set or a test file changes.
+
+    Views read ``_state().loaded()`` once and pass it on: one policy set for the whole request,
+    even when a reload lands in the middle (as ``decisions._decide_all`` does)."""
     base = _policy_dir()
     key = (str(base), loaded.version, _tests_signature(base))
     with _BASELINE_LOCK:
@@ -552,7 +526,7 @@ def playground_policies() -> Any:
     loaded = _state().loaded()
     ps: PolicySet = loaded.policy_set
     base = _policy_dir()
-    run = _loaded_run()
+    run = _loaded_run(loaded)
     coverage = _coverage(run, base)
     files: dict[str, str] = {}
     for path in [base / VOCABULARY_FILE] + (policy_files(base) if base.is_dir() else []):
@@ -582,7 +556,7 @@ def playground_policies() -> Any:
                 for p in ps.policies
             ],
             "files": files,
-            "uncovered": [rid for rid, cases in coverage.items() if not cases],
+            "uncovered": run.uncovered,
             "tests": {"cases": len(run.results), "passed": run.passed, "failed": run.failed,
                       "errors": [e.to_dict() for e in _relocated(run.errors, base)]},
         }
@@ -622,14 +596,15 @@ def playground_coverage() -> Any:
             application/json:
               schema: PlaygroundCoverageSchema
     """
-    run = _loaded_run()
+    loaded = _state().loaded()
+    run = _loaded_run(loaded)
     coverage = _coverage(run, _policy_dir())
     return jsonify(
         {
-            "policy_version": _state().loaded().version,
+            "policy_version": loaded.version,
             "cases": len(run.results),
             "rules": coverage,
-            "uncovered": [rid for rid, cases in coverage.items() if not cases],
+            "uncovered": run.uncovered,
         }
     )
 
@@ -668,8 +643,8 @@ def playground_evaluate() -> Any:
     """
     req = _load(_EVALUATE, read_json_object())
     lang = negotiated_language()
-    edited_set, edited_decider = _edited_set(req["files"])
     loaded = _state().loaded()
+    edited_set, edited_decider = _edited_set(req["files"], loaded)
     edited, d_edited = _side(edited_set, edited_decider, req["operation"], req["facts"], lang, True)
     base, d_base = _side(loaded.policy_set, loaded.decider, req["operation"], req["facts"], lang,
                          False)
@@ -709,10 +684,11 @@ def playground_test() -> Any:
               schema: Error
     """
     req = _load(_TEST, read_json_object())
-    edited_set, decider = _edited_set(req["files"])
+    loaded = _state().loaded()
+    edited_set, decider = _edited_set(req["files"], loaded)
     base = _policy_dir()
-    loaded_run = _loaded_run()
-    run = loaded_run if edited_set is _state().loaded().policy_set else run_tests(
+    loaded_run = _loaded_run(loaded)
+    run = loaded_run if edited_set is loaded.policy_set else run_tests(
         base, edited_set, decider
     )
     before = {_case_key(r): r.passed for r in loaded_run.results}
@@ -721,7 +697,7 @@ def playground_test() -> Any:
     return jsonify(
         {
             "policy_version": edited_set.version,
-            "loaded_version": _state().loaded().version,
+            "loaded_version": loaded.version,
             "summary": run.summary(),
             "passed": run.passed,
             "failed": run.failed,
@@ -733,6 +709,6 @@ def playground_test() -> Any:
                 if c["passed_with_loaded"] is not None and c["passed_with_loaded"] != c["passed"]
             ],
             "coverage": coverage,
-            "uncovered": [rid for rid, cases in coverage.items() if not cases],
+            "uncovered": run.uncovered,
         }
     )
