@@ -16,6 +16,7 @@ import click
 
 from .errors import KtiError, PolicyError, PolicyErrors
 from .loader import load_policy_set
+from .model import PolicySet
 
 
 def _hooks_dir(option: str | None) -> Path | None:
@@ -87,6 +88,14 @@ def _lint(policy_set: Any) -> list[PolicyError]:
     return list(lint_policy_set(policy_set))
 
 
+def _echo_rules(policy_set: PolicySet, rule_ids: list[str], what: str) -> None:
+    """One line per rule: its file:line (when known), ``what``, its id."""
+    for rid in rule_ids:
+        rule = policy_set.rule(rid)
+        where = f"{rule.pos}: " if rule is not None and rule.pos else ""
+        click.echo(f"  {where}{what}: {rid}")
+
+
 @main.command("test")
 @click.argument("directory", default="policies", type=click.Path(file_okay=False))
 @click.option("--junit", "junit", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
@@ -120,17 +129,11 @@ def test_cmd(directory: str, junit: str | None, coverage: bool, verbose: bool) -
         covered = total - len(run.uncovered)
         pct = 100.0 * covered / total if total else 100.0
         click.echo(f"coverage: {covered}/{total} rules decided at least one case ({pct:.0f}%)")
-        for rid in run.uncovered:
-            rule = policy_set.rule(rid)
-            where = f"{rule.pos}: " if rule is not None and rule.pos else ""
-            click.echo(f"  {where}not exercised: {rid}")
+        _echo_rules(policy_set, run.uncovered, "not exercised")
         one_sided = run.one_sided
         click.echo(f"both sides: {covered - len(one_sided)}/{total} rules also have a case of the same "
                    "operation where they do not apply")
-        for rid in one_sided:
-            rule = policy_set.rule(rid)
-            where = f"{rule.pos}: " if rule is not None and rule.pos else ""
-            click.echo(f"  {where}tested on one side only: {rid}")
+        _echo_rules(policy_set, one_sided, "tested on one side only")
         failed_coverage = bool(run.uncovered or one_sided)
     if not run.results:
         click.echo(f"no test cases found in {Path(directory) / 'tests'}", err=True)

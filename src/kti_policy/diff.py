@@ -32,7 +32,7 @@ from typing import IO, Any, cast
 
 import click
 
-from .decision import Decider, Decision
+from .decision import DEFAULT_DENY, EVAL_ERROR, Decider, Decision
 from .errors import KtiError, PolicyError, PolicyErrors, Position, RequestError, UnknownVocabularyId
 from .facts import SubjectFacts
 from .loader import VOCABULARY_FILE, build_policy_set, load_policy_set
@@ -42,7 +42,6 @@ from .policytest import TESTS_DIR, TestCase, load_cases, load_cases_text
 
 MARKDOWN_LIMIT = 60_000  # characters; GitHub refuses comments over 65,536
 MAX_PROBLEMS = 50  # bad log lines reported before the rest are only counted
-BUILT_IN_RULES = ("default.deny", "eval_error")
 
 
 class DiffError(KtiError):
@@ -275,7 +274,7 @@ def rule_status(old: PolicySet, new: PolicySet) -> dict[str, str]:
     """Each rule id of either set: changed, added, removed or unchanged (positions ignored)."""
     before: dict[str, Rule] = {r.id: r for r in old.rules}
     after: dict[str, Rule] = {r.id: r for r in new.rules}
-    out = {rid: "built-in" for rid in BUILT_IN_RULES}
+    out = {rid: "built-in" for rid in (DEFAULT_DENY, EVAL_ERROR)}
     for rid in before.keys() | after.keys():
         if rid not in after:
             out[rid] = "removed"
@@ -291,7 +290,6 @@ def rule_status(old: PolicySet, new: PolicySet) -> dict[str, str]:
 
 class _Side:
     def __init__(self, policy_set: PolicySet) -> None:
-        self.policy_set = policy_set
         self.vocabulary = policy_set.vocabulary
         self.decider = Decider(policy_set)
 

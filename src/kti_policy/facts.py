@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+# what a request or the events can say of the customer relationship
+RELATIONSHIPS = ("active", "ended")
 RESTRICTIVE_RELATIONSHIP = "ended"
 
 

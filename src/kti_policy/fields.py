@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .facts import RELATIONSHIPS
+
 
 @dataclass(frozen=True)
 class Field:
     path: str
     shape: str  # "scalar" (one id or string), "list" (ids), "bool"
     vocab: str | None = None  # vocabulary kind whose ids the values must be
+    # values the request schema or the events can set even when the vocabulary lacks them
+    extra_values: tuple[str, ...] = ()
 
 
 FIELDS: dict[str, Field] = {
@@ -33,7 +37,7 @@ FIELDS: dict[str, Field] = {
         Field("request.signed", "bool"),
         Field("subject.consents", "list", "consent_purpose"),
         Field("subject.objections", "list", "objection_scope"),
-        Field("subject.relationship", "scalar", "relationship"),
+        Field("subject.relationship", "scalar", "relationship", RELATIONSHIPS),
         Field("subject.erasure_requested", "bool"),
     )
 }

@@ -53,7 +53,6 @@ class _Other:
 
 
 OTHER: Any = _Other()
-RELATIONSHIP_VALUES = ("active", "ended")  # what the request schema and the events can set
 
 Var: TypeAlias = str | tuple[str, Any]  # a scalar path, or (list path, id) for "the list holds id"
 
@@ -104,8 +103,8 @@ class Domains:
                 self.scalars[path] = frozenset((True, False, None))
             else:
                 universe = set(vocab.ids(field.vocab)) if field.vocab else None
-                if path == "subject.relationship" and universe is not None:
-                    universe |= set(RELATIONSHIP_VALUES)
+                if universe is not None:
+                    universe |= set(field.extra_values)
                 values = mentioned | {None}
                 if universe is None or universe - mentioned:
                     values.add(OTHER)

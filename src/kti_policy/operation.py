@@ -15,6 +15,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from .errors import RequestError, UnknownVocabularyId
+from .facts import RELATIONSHIPS
 from .model import Vocabulary
 
 MAX_ID_LENGTH = 256
@@ -44,7 +45,7 @@ class SubjectSchema(_Base):
                        metadata={"description": "The caller's customer id (pseudonymised before it is stored or logged)"})
     consents = id_list(metadata={"description": "Inline consent purpose ids, added to recorded ones"})
     objections = id_list(metadata={"description": "Inline objection scope ids, added to recorded ones"})
-    relationship = fields.String(validate=validate.OneOf(["active", "ended"]),
+    relationship = fields.String(validate=validate.OneOf(RELATIONSHIPS),
                                  metadata={"description": "active or ended; a recorded 'ended' always wins"})
     erasure_requested = strict_bool()
 
