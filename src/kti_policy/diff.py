@@ -38,7 +38,15 @@ from .facts import SubjectFacts
 from .loader import VOCABULARY_FILE, build_policy_set, load_policy_set
 from .model import PolicySet, Rule
 from .operation import Operation, parse_operation
-from .policytest import TESTS_DIR, TestCase, load_cases, load_cases_text
+from .policytest import (
+    TESTS_DIR,
+    TestCase,
+    load_case_files,
+    load_cases,
+    load_cases_text,
+    test_files,
+    yaml_files,
+)
 
 MARKDOWN_LIMIT = 60_000  # characters; GitHub refuses comments over 65,536
 MAX_PROBLEMS = 50  # bad log lines reported before the rest are only counted
@@ -644,24 +652,12 @@ def cases_from(path: str) -> list[TestCase]:
     if p.is_file():
         files = [p]
     elif (p / TESTS_DIR).is_dir():
-        cases, errors = load_cases(p)
-        if errors:
-            raise DiffError(f"the policy tests in {path} do not load", errors)
-        return cases
+        files = test_files(p)
     elif p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".yaml", ".yml"))
+        files = yaml_files(p)
     else:
         raise DiffError(f"--cases {path}: no such file or folder")
-    cases = []
-    problems: list[PolicyError] = []
-    for f in files:
-        try:
-            text = f.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DiffError(f"cannot read {f}: {exc}") from exc
-        c, e = load_cases_text(text, str(f))
-        cases += c
-        problems += e
+    cases, problems = load_case_files(files)
     if problems:
         raise DiffError(f"the policy tests in {path} do not load", problems)
     return cases

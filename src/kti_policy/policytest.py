@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,11 +115,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def test_files(directory: str | Path) -> list[Path]:
-    base = Path(directory) / TESTS_DIR
-    if not base.is_dir():
+def yaml_files(folder: Path) -> list[Path]:
+    """Every ``*.yaml``/``*.yml`` file below ``folder``, sorted (none when it is not a folder)."""
+    if not folder.is_dir():
         return []
-    return sorted(p for p in base.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml"))
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml"))
+
+
+def test_files(directory: str | Path) -> list[Path]:
+    return yaml_files(Path(directory) / TESTS_DIR)
 
 
 def load_cases_text(text: str, display: str) -> tuple[list[TestCase], list[PolicyError]]:
@@ -194,9 +199,14 @@ def load_cases_text(text: str, display: str) -> tuple[list[TestCase], list[Polic
 
 
 def load_cases(directory: str | Path) -> tuple[list[TestCase], list[PolicyError]]:
+    return load_case_files(test_files(directory))
+
+
+def load_case_files(paths: Iterable[Path]) -> tuple[list[TestCase], list[PolicyError]]:
+    """The cases of these test files, and every problem (an unreadable file is one)."""
     cases: list[TestCase] = []
     errors: list[PolicyError] = []
-    for path in test_files(directory):
+    for path in paths:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
