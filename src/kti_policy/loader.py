@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -480,10 +480,15 @@ def build_policy_set(sources: dict[str, tuple[str, str]], directory: str = "") -
     _check_unique(policies, ck)
     if ck.errors or vocab is None:
         raise PolicyErrors(ck.errors)
+    return PolicySet(vocab, tuple(policies), version_of({n: t for n, (_, t) in sources.items()}), directory)
+
+
+def version_of(texts: Mapping[str, str]) -> str:
+    """A policy set's version: the hash of its files' names and texts (``{file name: text}``)."""
     digest = hashlib.sha256()
-    for name in sorted(sources):
-        digest.update(name.encode() + b"\0" + sources[name][1].encode() + b"\0")
-    return PolicySet(vocab, tuple(policies), digest.hexdigest()[:16], directory)
+    for name in sorted(texts):
+        digest.update(name.encode() + b"\0" + texts[name].encode() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def _check_unique(policies: list[Policy], ck: _Checker) -> None:
