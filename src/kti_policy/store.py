@@ -827,12 +827,16 @@ class Store:
 
         A batch of decisions spent half its time in per-subject queries (py-spy); this reads every
         subject's events with ``subject_key IN (...)`` and folds them per subject. Subjects with no
-        events get empty facts, exactly as :meth:`facts_for` gives them.
+        events get empty facts, exactly as :meth:`facts_for` gives them. One subject takes the
+        single-subject read (a single decision's path).
         """
         key_of: dict[str, str] = {}
         for sid in subject_ids:
             if sid not in key_of:
                 key_of[sid] = self.pseudonymizer.subject_key(sid)
+        if len(key_of) == 1:
+            (only,) = key_of
+            return {only: self.facts_for(only)}
         rows_by_key: dict[str, list[Any]] = {key: [] for key in key_of.values()}
         keys = list(rows_by_key)
         with self._read(single_statement=len(keys) <= _IN_CHUNK) as conn:

@@ -58,8 +58,6 @@ def _facts_by_subject(state: Any, ops: list[Operation]) -> dict[str, SubjectFact
     if not subject_ids:
         return {}
     try:
-        if len(subject_ids) == 1:
-            return {subject_ids[0]: state.store.facts_for(subject_ids[0])}
         return dict(state.store.facts_for_many(subject_ids))
     except Exception:
         log.exception("reading subject facts failed; answering deny")
