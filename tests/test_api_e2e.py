@@ -56,7 +56,7 @@ def test_every_endpoint(live_server: GunicornServer) -> None:
     assert s.post("/v1/events", json=ev).status_code == 200
     assert s.get("/v1/subjects/cust-1").json()["consents"] == ["disclosure"]
     assert s.get("/v1/hooks/deliveries").status_code == 200
-    consent = {"operation": "disclose", "recipient": {"type": "third_party"}, "subject": {"id": "cust-1"}}
+    consent = {"operation": "disclose", "recipient": {"country": "FI", "type": "third_party"}, "subject": {"id": "cust-1"}}
     assert s.post("/v1/decisions", json=consent).json()["decision"] == "allow"
     spec = s.get("/openapi.json").json()
     assert "/v1/decisions/batch" in spec["paths"]

@@ -147,7 +147,7 @@ def test_malformed_json_is_400(app_client: Any, raw: str | bytes) -> None:
 def test_oversized_is_413(app_config: dict[str, Any]) -> None:
     app = create_app({**app_config, "KTI_MAX_BODY_BYTES": 1000})
     client = app.test_client()
-    big = json.dumps({**DISCLOSE_OK, "recipient": {"type": "authority", "name": "x" * 2000}})
+    big = json.dumps({**DISCLOSE_OK, "recipient": {"country": "FI", "type": "authority", "name": "x" * 2000}})
     assert_error(client.post("/v1/decisions", data=big, content_type="application/json"), 413, "payload_too_large")
 
 
@@ -197,7 +197,7 @@ def test_store_failure_denies_a_whole_batch(app_client: Any) -> None:
 
     state.store.facts_for_many = broken
     other = {**DISCLOSE_OK, "subject": {"id": "customer-9"}}
-    anonymous = {"operation": "store_cookie", "data_categories": []}
+    anonymous = {"operation": "store_cookie", "cookie": {"kind": "strictly_necessary"}, "data_categories": []}
     body = app_client.post("/v1/decisions/batch", json={"operations": [DISCLOSE_OK, other, anonymous]})
     assert body.status_code == 200, body.get_data(as_text=True)
     decisions = body.get_json()["decisions"]

@@ -72,7 +72,7 @@ def test_test_command_fails_on_failing_case_and_on_missing_coverage(tmp_path: Pa
 
 def test_eval_prints_reasons_and_explains(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "p")
-    req = json.dumps({"operation": "disclose", "recipient": {"type": "partner"}, "subject": {"id": "c-1"}})
+    req = json.dumps({"operation": "disclose", "recipient": {"country": "FI", "type": "partner"}, "subject": {"id": "c-1"}})
     code, out, _ = run("eval", req, "--policies", str(folder), "--lang", "fi", "--explain")
     assert code == 0
     assert out.startswith("DENY")
@@ -82,10 +82,10 @@ def test_eval_prints_reasons_and_explains(tmp_path: Path) -> None:
 
 def test_eval_stdin_json_and_bad_input(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "p")
-    req = json.dumps({"operation": "disclose", "recipient": {"type": "authority"}, "legal_basis": {"type": "legal_obligation"}, "subject": {"id": "c-1"}})
+    req = json.dumps({"operation": "disclose", "recipient": {"country": "FI", "type": "authority"}, "legal_basis": {"type": "legal_obligation"}, "subject": {"id": "c-1"}})
     code, out, _ = run("eval", "-", "--policies", str(folder), "--json", input=req)
     assert code == 0 and json.loads(out)["decision"] == "allow"
-    code, _, err = run("eval", '{"operation": "disclose", "recipient": {"type": "alien"}, "subject": {"id": "x"}}', "--policies", str(folder))
+    code, _, err = run("eval", '{"operation": "disclose", "recipient": {"country": "FI", "type": "alien"}, "subject": {"id": "x"}}', "--policies", str(folder))
     assert code == 2 and "unknown id 'alien'" in err and "authority, partner" in err
     code, _, err = run("eval", "{not json", "--policies", str(folder))
     assert code == 2 and "not valid JSON" in err

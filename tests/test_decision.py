@@ -47,10 +47,10 @@ LEGAL = {"type": "legal_obligation"}
             subject={"id": "c", "consents": ["disclosure"]}),
          None, "allow", ["disclosure.authority", "disclosure.consent"]),
         # a forbid overrides the permits; only forbids are listed
-        (op(operation="disclose", recipient={"type": "third_party"}, subject={"id": "c", "consents": ["disclosure"]}),
+        (op(operation="disclose", recipient={"country": "FI", "type": "third_party"}, subject={"id": "c", "consents": ["disclosure"]}),
          SubjectFacts(objections=frozenset({"disclosure"})), "deny", ["disclosure.objected"]),
         # every matching forbid is listed
-        (op(operation="disclose", recipient={"type": "third_party"}),
+        (op(operation="disclose", recipient={"country": "FI", "type": "third_party"}),
          SubjectFacts(objections=frozenset({"disclosure"}), relationship="ended"), "deny",
          ["disclosure.other", "disclosure.objected", "deletion.after_end"]),
         (op(operation="process", purpose="direct_marketing", data_categories=["health"]),
@@ -61,8 +61,8 @@ LEGAL = {"type": "legal_obligation"}
          SubjectFacts(relationship="ended", erasure_requested=True), "allow", ["disclosure.authority"]),
         # nothing permits: default.deny
         (op(operation="collect", source="web_scraping"), None, "deny", [DEFAULT_DENY]),
-        (op(operation="store_cookie", data_categories=["email"], subject=None), None, "deny", [DEFAULT_DENY]),
-        (op(operation="store_cookie", purpose="site_statistics"), None, "allow", ["cookie.none"]),
+        (op(operation="store_cookie", cookie={"kind": "strictly_necessary"}, data_categories=["email"], subject=None), None, "deny", [DEFAULT_DENY]),
+        (op(operation="store_cookie", cookie={"kind": "strictly_necessary"}, purpose="site_statistics"), None, "allow", ["cookie.none"]),
         # inline facts never remove a recorded restriction
         (op(operation="retain", subject={"id": "c", "relationship": "active", "erasure_requested": False}),
          SubjectFacts(relationship="ended"), "deny", ["deletion.after_end"]),
@@ -83,12 +83,12 @@ def test_response_shape_and_languages(decider: Decider) -> None:
     assert set(en) == {"decision_id", "decision", "allowed", "reasons", "obligations", "policy_version", "evaluated_at"}
     assert en["decision"] == "deny" and en["allowed"] is False and en["policy_version"] == PS.version
     assert en["reasons"] == [{"rule": DEFAULT_DENY, "effect": "forbid",
-                              "message": "No rule permits this operation, so it is denied.", "source": ""}]
+                              "message": "No rule permits this operation, so it is denied.", "source": "", "law": []}]
     assert fi["reasons"][0]["message"].startswith("Mikään sääntö")
     assert en["evaluated_at"] == NOW.isoformat() and d.decision_id.startswith("dec_")
     allowed = decider.decide(op(operation="delete"), None, NOW).to_dict("fi")
     assert allowed["reasons"] == [{"rule": "deletion.always", "effect": "permit",
-                                   "message": "Poistaminen on aina sallittua.", "source": "§8"}]
+                                   "message": "Poistaminen on aina sallittua.", "source": "§8", "law": []}]
     assert decider.decide(op(operation="delete"), None, NOW).decision_id != allowed["decision_id"]
 
 
@@ -186,7 +186,7 @@ def test_cache_serves_equal_projections_and_stays_bounded(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(Engine, "matches", counting)
     for name in ("a", "b", "c"):  # recipient.name is read by no rule: one projection
-        decider.decide(op(operation="delete", recipient={"type": "authority", "name": name}), None, NOW)
+        decider.decide(op(operation="delete", recipient={"country": "FI", "type": "authority", "name": name}), None, NOW)
     assert len(calls) == 1
     decider.decide(op(operation="retain"), None, NOW)
     decider.decide(op(operation="collect", source="data_subject"), None, NOW)
@@ -227,7 +227,7 @@ def test_free_text_equal_to_the_none_marker_decides_like_the_reference() -> None
         "    reason: {fi: a, en: b}\n")
     ps = load_policy_set(CLEAN, {"processing.yaml": text})
     o = parse_operation({"operation": "delete", "subject": {"id": "c"},
-                         "recipient": {"type": "authority", "name": "\u2205"}}, ps.vocabulary)
+                         "recipient": {"country": "FI", "type": "authority", "name": "\u2205"}}, ps.vocabulary)
     assert Decider(ps).decide(o, None, NOW).rule_ids == Decider(ps, use_engine=False).decide(o, None, NOW).rule_ids
 
 

@@ -11,11 +11,15 @@ Two properties, both with hypothesis (derandomized, so CI runs the same examples
    ``Decider(ps, use_engine=False)`` give the same decision and the same reason rule ids.
 
 Example counts: ``RANDOM_SETS`` x ``CONTEXTS_PER_SET`` + ``PACK_EXAMPLES`` is well over 10,000.
+
+Times: the dated facts and the operation's ``at`` are drawn around every boundary of the periods
+the conditions use (the day before, the day of and the day after each period's end, from month
+ends, leap days and year ends, at 00:05 and 23:55 Helsinki time, so that the UTC date differs).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +27,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kti_policy.calendar import HELSINKI
 from kti_policy.compile import NONE, compile_policy_set
-from kti_policy.conditions import matching_rules
+from kti_policy.conditions import AT, matching_rules
 from kti_policy.decision import Decider, build_context
+from kti_policy.durations import Period
 from kti_policy.engine import Engine
 from kti_policy.errors import PolicyErrors
 from kti_policy.facts import SubjectFacts
@@ -38,6 +44,7 @@ from kti_policy.model import (
     Const,
     Contains,
     ContainsAny,
+    Elapsed,
     Eq,
     In,
     Not,
@@ -61,6 +68,23 @@ IDS = ("a", "b", "c")
 FREE = ("", "FI", "SE", "x y", 'q"uote', "ä$", "Ulosottokaari 3:64")
 POOL: dict[str, tuple[str, ...]] = {p: (FREE if f.vocab is None else IDS) for p, f in FIELDS.items()}
 
+# Periods and dates that meet: facts on these days, operations around the ends of these periods.
+PERIODS = (Period(1, "days"), Period(2, "business_days"), Period(1, "months"), Period(1, "years"),
+           Period(6, "years", True), Period(10, "years", True))
+BASE_DAYS = (date(2024, 1, 31), date(2024, 2, 29), date(2025, 12, 31), date(2026, 6, 15), date(2026, 12, 23))
+CLOCK = (time(0, 5), time(23, 55))
+
+
+def _helsinki(d: date, t: time) -> datetime:
+    return datetime.combine(d, t, HELSINKI).astimezone(UTC)
+
+
+fact_times = st.builds(_helsinki, st.sampled_from(BASE_DAYS), st.sampled_from(CLOCK))
+operation_times = st.builds(
+    lambda d, p, delta, t: _helsinki(p.end(d) + timedelta(days=delta), t),
+    st.sampled_from(BASE_DAYS), st.sampled_from(PERIODS), st.sampled_from((-1, 0, 1)), st.sampled_from(CLOCK),
+)
+
 _COMMON: dict[str, Any] = dict(
     derandomize=True,
     deadline=None,
@@ -81,6 +105,8 @@ def _scalar_values(f: Field) -> st.SearchStrategy[Any]:
 def _leaf(path: str) -> st.SearchStrategy[Condition]:
     f = FIELDS[path]
     present = st.builds(Present, st.just(path), st.booleans())
+    if f.shape == "time":
+        return st.one_of(st.builds(Elapsed, st.just(path), st.sampled_from(PERIODS), st.booleans()), present)
     if f.shape == "list":
         ids = st.sampled_from(POOL[path])
         return st.one_of(
@@ -131,10 +157,12 @@ def policy_sets(draw: st.DrawFn) -> PolicySet:
 def _context_value(f: Field) -> st.SearchStrategy[Any]:
     if f.shape == "list":
         return st.lists(st.sampled_from(POOL[f.path]), max_size=3).map(tuple)
+    if f.shape == "time":
+        return st.none() | fact_times
     return _scalar_values(f)
 
 
-contexts = st.fixed_dictionaries({p: _context_value(f) for p, f in FIELDS.items()})
+contexts = st.fixed_dictionaries({AT: operation_times, **{p: _context_value(f) for p, f in FIELDS.items()}})
 
 
 def _agree(ps: PolicySet, ctxs: list[dict[str, Any]]) -> None:
@@ -160,7 +188,8 @@ def test_free_text_equal_to_the_none_marker_is_still_given(path: str) -> None:
         Rule("absent", "permit", Eq(path, None), _TEXT, "§1", "p"),
     )
     ps = PolicySet(Vocabulary({}), (Policy("p", _TEXT, "§1", rules, "p.yaml"),), "none-marker")
-    ctx = {p: (() if f.shape == "list" else None) for p, f in FIELDS.items()}
+    ctx: dict[str, Any] = {p: (() if f.shape == "list" else None) for p, f in FIELDS.items()}
+    ctx[AT] = datetime(2026, 3, 2, tzinfo=UTC)
     ctx[path] = NONE
     _agree(ps, [ctx])
 
@@ -210,12 +239,27 @@ def pack_operations(draw: st.DrawFn) -> tuple[Operation, SubjectFacts]:
             subject["relationship"] = rel
         if (er := maybe(st.booleans())) is not None:
             subject["erasure_requested"] = er
+        if (kind := maybe(st.sampled_from(_ids("subject_kind")))) is not None:
+            subject["kind"] = kind
+        for name in ("relationship_started_at", "relationship_ended_at", "erasure_requested_at"):
+            if (t := maybe(fact_times)) is not None:
+                subject[name] = t
+        if (r := maybe(st.booleans())) is not None:
+            subject["restricted"] = r
         data["subject"] = subject
     if draw(st.booleans()):
         recipient: dict[str, Any] = {"type": draw(st.sampled_from(_ids("recipient_type")))}
-        if (c := maybe(st.sampled_from(("FI", "SE", "US")))) is not None:
+        if (c := maybe(st.sampled_from(("FI", "SE", "US", "GB", "IN")))) is not None:
             recipient["country"] = c
+        if (dpa := maybe(st.booleans())) is not None:
+            recipient["dpa"] = dpa
+        if (sg := maybe(st.sampled_from(_ids("transfer_safeguard")))) is not None:
+            recipient["safeguards"] = sg
         data["recipient"] = recipient
+    if (ch := maybe(st.sampled_from(_ids("channel")))) is not None:
+        data["channel"] = ch
+    if draw(st.booleans()):
+        data["cookie"] = {"kind": draw(st.sampled_from(_ids("cookie_kind")))}
     if draw(st.booleans()):
         data["legal_basis"] = {"type": draw(st.sampled_from(_ids("legal_basis_type")))}
     if (s := maybe(st.sampled_from(_ids("source")))) is not None:
@@ -223,10 +267,14 @@ def pack_operations(draw: st.DrawFn) -> tuple[Operation, SubjectFacts]:
     if draw(st.booleans()):
         request: dict[str, Any] = {"type": draw(st.sampled_from(_ids("request_type"))),
                                    "received_at": datetime(2026, 3, 2, 8, 0, tzinfo=UTC)}
-        for flag in ("written", "signed"):
+        for flag in ("written", "signed", "identity_verified", "extended", "excessive"):
             if (b := maybe(st.booleans())) is not None:
                 request[flag] = b
+        if (n := maybe(st.integers(1, 3))) is not None:
+            request["copy_number"] = n
         data["request"] = request
+    if draw(st.booleans()):
+        data["at"] = draw(operation_times)
     facts = SubjectFacts(
         consents=frozenset(draw(st.lists(st.sampled_from(_ids("consent_purpose")), max_size=2))),
         objections=frozenset(draw(st.lists(st.sampled_from(_ids("objection_scope")), max_size=2))),
@@ -235,6 +283,12 @@ def pack_operations(draw: st.DrawFn) -> tuple[Operation, SubjectFacts]:
         access_requests=tuple(draw(st.lists(st.sampled_from((
             datetime(2025, 1, 10, tzinfo=UTC), datetime(2025, 9, 1, tzinfo=UTC)
         )), max_size=1))),
+        kind=maybe(st.sampled_from(_ids("subject_kind"))),
+        relationship_started_at=maybe(fact_times),
+        relationship_ended_at=maybe(fact_times),
+        erasure_requested_at=maybe(fact_times),
+        restricted=draw(st.booleans()),
+        withdrawn_consents=frozenset(draw(st.lists(st.sampled_from(_ids("consent_purpose")), max_size=2))),
     )
     return Operation(data), facts
 
@@ -252,5 +306,5 @@ def test_pack_engine_decides_like_the_reference(case: tuple[Operation, SubjectFa
     now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
     got, want = _ENGINE.decide(op, facts, now), _REFERENCE.decide(op, facts, now)
     assert got.error is None and want.error is None, (got.error, want.error)
-    assert (got.decision, got.rule_ids) == (want.decision, want.rule_ids), build_context(op, facts.merge_inline(op.inline_facts))
+    assert (got.decision, got.rule_ids) == (want.decision, want.rule_ids), build_context(op, facts.merge_inline(op.inline_facts), now)
     assert [o.to_dict() for o in got.obligations] == [o.to_dict() for o in want.obligations]

@@ -36,7 +36,7 @@ def test_a_valid_body() -> None:
 
 
 def test_defaults_and_store_cookie_without_subject() -> None:
-    op = parse_operation({"operation": "store_cookie", "purpose": "site_statistics"}, VOCAB)
+    op = parse_operation({"operation": "store_cookie", "purpose": "site_statistics", "cookie": {"kind": "strictly_necessary"}}, VOCAB)
     assert op.subject_id is None and op.inline_facts is None and op.data["data_categories"] == []
     assert parse_operation({"operation": "delete", "subject": {"id": "c"}}, VOCAB).inline_facts is None
 

@@ -49,10 +49,10 @@ suite: disclosure
 defaults: {at: "2026-12-18T10:00:00+02:00"}
 cases:
   - name: authority allowed
-    input: {operation: disclose, recipient: {type: authority}, legal_basis: {type: legal_obligation}, subject: {id: c-1}}
+    input: {operation: disclose, recipient: {country: FI, type: authority}, legal_basis: {type: legal_obligation}, subject: {id: c-1}}
     expect: {decision: allow, rules: [disclosure.authority]}
   - name: partner denied
-    input: {operation: disclose, recipient: {type: partner}, subject: {id: c-1}}
+    input: {operation: disclose, recipient: {country: FI, type: partner}, subject: {id: c-1}}
     expect: {decision: deny, rules: [disclosure.others]}
   - name: inquiry answered in two business days
     input: {operation: subject_request, request: {type: inquiry, received_at: "2026-12-18T10:00:00+02:00"}, subject: {id: c-1}}

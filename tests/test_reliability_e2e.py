@@ -580,7 +580,7 @@ def test_concurrent_ingest_with_duplicates_records_once_and_delivers_all(
         # -- decisions use the recorded facts, and the log shows them under the pseudonym only
         sample = sorted(by_subject)[:200]
         ops = [
-            {"operation": "disclose", "recipient": {"type": "third_party"}, "subject": {"id": s}}
+            {"operation": "disclose", "recipient": {"country": "FI", "type": "third_party"}, "subject": {"id": s}}
             for s in sample
         ]
         r = call("POST", srv.url + "/v1/decisions/batch", QUERY_KEY, json={"operations": ops})

@@ -37,14 +37,14 @@ cases:
     input:
       operation: disclose
       data_categories: [email]
-      recipient: {type: third_party}
+      recipient: {country: FI, type: third_party}
       subject: {id: c-1}
     expect: {decision: deny, rules: [disclosure.other]}
   - name: consent lets a third party receive the email
     input:
       operation: disclose
       data_categories: [email]
-      recipient: {type: third_party}
+      recipient: {country: FI, type: third_party}
       subject: {id: c-1}
     facts: {consents: [disclosure]}
     expect: {decision: allow, rules: [disclosure.consent]}
@@ -53,7 +53,7 @@ cases:
 THIRD_PARTY = {
     "operation": "disclose",
     "data_categories": ["email"],
-    "recipient": {"type": "third_party"},
+    "recipient": {"country": "FI", "type": "third_party"},
     "subject": {"id": "customer-1"},
 }
 ACCESS = {
@@ -391,7 +391,7 @@ def test_bad_evaluate_bodies_name_the_field(client: Any, body: dict[str, Any], f
 
 
 def test_operation_and_facts_are_checked_against_the_edited_vocabulary(client: Any, policy_dir: Path) -> None:
-    bad_op = evaluate(client, {}, {**THIRD_PARTY, "recipient": {"type": "bank"}})
+    bad_op = evaluate(client, {}, {**THIRD_PARTY, "recipient": {"country": "FI", "type": "bank"}})
     err = assert_error(bad_op, 400, "unknown_vocabulary_id")
     assert err["details"]["field"] == "operation.recipient.type" and "third_party" in err["details"]["known"]
     missing = assert_error(evaluate(client, {}, {"operation": "disclose", "subject": {"id": "c"}}), 400, "bad_request")
@@ -403,7 +403,7 @@ def test_operation_and_facts_are_checked_against_the_edited_vocabulary(client: A
         "    third_party: {fi: Kolmas osapuoli, en: Third party}\n",
         "    third_party: {fi: Kolmas osapuoli, en: Third party}\n    bank: {fi: Pankki, en: Bank}\n",
     )
-    body = evaluate(client, {"vocabulary.yaml": vocab}, {**THIRD_PARTY, "recipient": {"type": "bank"}}).get_json()
+    body = evaluate(client, {"vocabulary.yaml": vocab}, {**THIRD_PARTY, "recipient": {"country": "FI", "type": "bank"}}).get_json()
     assert body["edited"]["decision"]["decision"] == "deny" and body["same"] is False
     assert body["loaded"]["decision"] is None
     assert body["loaded"]["error"]["error"] == "unknown_vocabulary_id"

@@ -33,7 +33,7 @@ LAPTOP = {"width": 1366, "height": 768}
 THIRD_PARTY_EMAIL = {
     "operation": "disclose",
     "data_categories": ["email"],
-    "recipient": {"type": "third_party"},
+    "recipient": {"country": "FI", "type": "third_party"},
     "subject": {"id": "playground-subject"},
 }
 

@@ -177,7 +177,7 @@ def eval_cmd(request_json: str, directory: str, lang: str, facts_json: str | Non
     out = decision.to_dict(lang)
     if as_json:
         if explain:
-            ctx = build_context(op, decision.facts)
+            ctx = build_context(op, decision.facts, decision.evaluated_at)
             out["explain"] = [explain_rule(r, ctx, lang) for r in policy_set.rules]
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
@@ -191,7 +191,7 @@ def eval_cmd(request_json: str, directory: str, lang: str, facts_json: str | Non
     if explain:
         from .conditions import explain as explain_cond
 
-        ctx = build_context(op, decision.facts)
+        ctx = build_context(op, decision.facts, decision.evaluated_at)
         click.echo("\nrules:")
         for rule in policy_set.rules:
             matched = rule.id in decision.matched

@@ -6,6 +6,9 @@ matches ``$neq``, ``$nex`` can hang, ``$iall`` over an empty list never matches,
 - pushes negation down to the leaves (negation normal form),
 - gives every scalar field a value in the fact (``NONE`` when not given),
 - turns each list membership a rule asks about into a boolean field of the fact,
+- turns each duration condition into a derived field holding ``none``, ``within`` or ``past``
+  (``durations.state``, computed from the dated fact and the operation's time), and a time
+  field's presence into a boolean, so that no instant ever reaches the fact or the cache key,
 and the fact holds only the fields some rule reads (the *projection*), which also makes a good
 cache key: decisions that agree on every projected field get the same matches.
 """
@@ -18,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import durations
+from .conditions import AT
 from .fields import FIELDS
 from .model import (
     All,
@@ -26,6 +31,7 @@ from .model import (
     Const,
     Contains,
     ContainsAny,
+    Elapsed,
     Eq,
     In,
     Not,
@@ -59,6 +65,14 @@ def _count_key(path: str) -> str:
     return "n__" + path.replace(".", "__")
 
 
+def _stamp_key(path: str) -> str:
+    return "p__" + path.replace(".", "__")
+
+
+def _elapsed_key(path: str, period: durations.Period) -> str:
+    return "e__" + path.replace(".", "__") + "__" + period.key
+
+
 @dataclass(frozen=True)
 class Projection:
     """Which fields of the flat context the compiled rules read, in a fixed order."""
@@ -66,6 +80,8 @@ class Projection:
     scalars: tuple[str, ...]
     members: tuple[tuple[str, str], ...]
     counts: tuple[str, ...]
+    stamps: tuple[str, ...] = ()
+    elapsed: tuple[tuple[str, durations.Period], ...] = ()
 
     def fact(self, ctx: Mapping[str, Any]) -> dict[str, Any]:
         fact: dict[str, Any] = {TRUE_KEY: 1}
@@ -75,6 +91,10 @@ class Projection:
             fact[_member_key(path, value)] = value in (ctx.get(path) or ())
         for path in self.counts:
             fact[_count_key(path)] = len(ctx.get(path) or ())
+        for path in self.stamps:
+            fact[_stamp_key(path)] = ctx.get(path) is not None
+        for path, period in self.elapsed:
+            fact[_elapsed_key(path, period)] = durations.state(ctx.get(path), ctx[AT], period)
         return fact
 
     def key(self, ctx: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -86,6 +106,10 @@ class Projection:
             out.append(value in (ctx.get(path) or ()))
         for path in self.counts:
             out.append(bool(ctx.get(path)))
+        for path in self.stamps:
+            out.append(ctx.get(path) is not None)
+        for path, period in self.elapsed:
+            out.append(durations.state(ctx.get(path), ctx[AT], period))
         return tuple(out)
 
 
@@ -101,6 +125,8 @@ class _Collector:
         self.scalars: set[str] = set()
         self.members: set[tuple[str, str]] = set()
         self.counts: set[str] = set()
+        self.stamps: set[str] = set()
+        self.elapsed: set[tuple[str, durations.Period]] = set()
 
     def compile(self, cond: Condition, neg: bool = False) -> dict[str, Any]:
         if isinstance(cond, Const):
@@ -121,9 +147,17 @@ class _Collector:
                 self.counts.add(cond.path)
                 key = _count_key(cond.path)
                 return {"$gt": {key: 0}} if want else {key: 0}
+            if FIELDS[cond.path].shape == "time":
+                self.stamps.add(cond.path)
+                return {_stamp_key(cond.path): want}
             self.scalars.add(cond.path)
             key = _scalar_key(cond.path)
             return {"$neq": {key: NONE}} if want else {key: NONE}
+        if isinstance(cond, Elapsed):
+            self.elapsed.add((cond.path, cond.period))
+            key = _elapsed_key(cond.path, cond.period)
+            value = durations.WITHIN if cond.within else durations.PAST
+            return {"$neq": {key: value}} if neg else {key: value}
         if isinstance(cond, All):
             if not cond.items:
                 return {TRUE_KEY: 0 if neg else 1}
@@ -160,7 +194,11 @@ def compile_policy_set(policy_set: PolicySet) -> CompiledRuleset:
             cond = {"$and": [cond, col.compile(rule.unless, neg=True)]}
         rules[rule.id] = {"all": [{"m": cond}]}
     projection = Projection(
-        tuple(sorted(col.scalars)), tuple(sorted(col.members)), tuple(sorted(col.counts))
+        tuple(sorted(col.scalars)),
+        tuple(sorted(col.members)),
+        tuple(sorted(col.counts)),
+        tuple(sorted(col.stamps)),
+        tuple(sorted(col.elapsed, key=lambda e: (e[0], e[1].key))),
     )
     body = json.dumps(rules, sort_keys=True, ensure_ascii=False).encode()
     name = "kti_" + hashlib.sha256(body).hexdigest()[:20]

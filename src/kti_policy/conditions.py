@@ -11,9 +11,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .model import All, AnyOf, Condition, Const, Contains, ContainsAny, Eq, In, Not, Present, Rule
+from . import durations
+from .model import (
+    All,
+    AnyOf,
+    Condition,
+    Const,
+    Contains,
+    ContainsAny,
+    Elapsed,
+    Eq,
+    In,
+    Not,
+    Present,
+    Rule,
+)
 
 Context = Mapping[str, Any]  # flat: path -> value (None when not given; lists as tuples)
+AT = "at"  # the context key of the operation's instant, which duration conditions count to
+
+
+def elapsed_state(cond: Elapsed, ctx: Context) -> str:
+    """``none``, ``within`` or ``past``: where the operation stands against ``cond``'s period."""
+    return durations.state(ctx.get(cond.path), ctx[AT], cond.period)
 
 
 def holds(cond: Condition, ctx: Context) -> bool:
@@ -31,6 +51,8 @@ def holds(cond: Condition, ctx: Context) -> bool:
         value = ctx.get(cond.path)
         given = bool(value) if isinstance(value, (tuple, list, frozenset)) else value is not None
         return given == cond.expected
+    if isinstance(cond, Elapsed):
+        return elapsed_state(cond, ctx) == (durations.WITHIN if cond.within else durations.PAST)
     if isinstance(cond, All):
         return all(holds(c, ctx) for c in cond.items)
     if isinstance(cond, AnyOf):
@@ -67,6 +89,9 @@ _WORDS = {
         "true": "always",
         "false": "never",
         "none": "(not given)",
+        "in_list": "{p} is in the list {v}",
+        "within": "{p} is at most {v} before the operation",
+        "more_than": "{p} is more than {v} before the operation",
     },
     "fi": {
         "is": "{p} on {v}",
@@ -81,6 +106,9 @@ _WORDS = {
         "true": "aina",
         "false": "ei koskaan",
         "none": "(ei annettu)",
+        "in_list": "{p} kuuluu luetteloon {v}",
+        "within": "{p} on enintään {v} ennen toimenpidettä",
+        "more_than": "{p} on yli {v} ennen toimenpidettä",
     },
 }
 
@@ -89,6 +117,11 @@ def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
+
+
+def _period_words(cond: Elapsed, lang: str) -> str:
+    words = cond.period.text(lang)
+    return f"{cond.period_name} ({words})" if cond.period_name else words
 
 
 def describe(cond: Condition, lang: str = "en") -> str:
@@ -111,6 +144,11 @@ def _describe_lines(cond: Condition, w: dict[str, str], depth: int) -> list[str]
 
 def leaf_text(cond: Condition, w: dict[str, str] | None = None) -> str:
     w = w or _WORDS["en"]
+    lang = "fi" if w is _WORDS["fi"] else "en"
+    if isinstance(cond, Elapsed):
+        return w["within" if cond.within else "more_than"].format(p=cond.path, v=_period_words(cond, lang))
+    if isinstance(cond, In) and cond.list_name:
+        return w["in_list"].format(p=cond.path, v=cond.list_name)
     if isinstance(cond, Eq):
         if cond.value is None:
             return w["absent"].format(p=cond.path)
@@ -178,7 +216,11 @@ def condition_to_data(cond: Condition) -> Any:
     if isinstance(cond, Eq):
         return {cond.path: cond.value}
     if isinstance(cond, In):
+        if cond.list_name:
+            return {cond.path: {"in_list": cond.list_name}}
         return {cond.path: {"in": list(cond.values)}}
+    if isinstance(cond, Elapsed):
+        return {cond.path: {"within" if cond.within else "more_than": cond.period_name or cond.period.to_data()}}
     if isinstance(cond, Contains):
         return {cond.path: {"contains": cond.value}}
     if isinstance(cond, ContainsAny):

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import obligations as obl
 from .compile import compile_policy_set
-from .conditions import matching_rules
+from .conditions import AT, matching_rules
 from .engine import Engine
 from .facts import SubjectFacts
 from .model import PolicySet, Rule, Text
@@ -43,9 +43,16 @@ class Reason:
     effect: str
     message: Text
     source: str
+    law: tuple[str, ...] = ()
 
     def to_dict(self, lang: str = "en") -> dict[str, Any]:
-        return {"rule": self.rule, "effect": self.effect, "message": self.message.get(lang), "source": self.source}
+        return {
+            "rule": self.rule,
+            "effect": self.effect,
+            "message": self.message.get(lang),
+            "source": self.source,
+            "law": list(self.law),
+        }
 
 
 @dataclass(frozen=True)
@@ -96,29 +103,46 @@ class Decision:
         }
 
 
-def build_context(op: Operation, facts: SubjectFacts) -> dict[str, Any]:
-    """The flat path -> value view that conditions read (see ``fields``)."""
+def build_context(op: Operation, facts: SubjectFacts, now: datetime | None = None) -> dict[str, Any]:
+    """The flat path -> value view that conditions read (see ``fields``), and ``at``: the
+    operation's instant (its ``at``, else ``now``) that duration conditions count to."""
     d = op.data
     recipient = d.get("recipient") or {}
     legal = d.get("legal_basis") or {}
     request = d.get("request") or {}
+    cookie = d.get("cookie") or {}
     return {
+        AT: op.at or now or datetime.now(UTC),
         "operation": d.get("operation"),
         "purpose": d.get("purpose"),
         "data_categories": tuple(d.get("data_categories") or ()),
+        "channel": d.get("channel"),
         "recipient.type": recipient.get("type"),
         "recipient.country": recipient.get("country"),
         "recipient.name": recipient.get("name"),
+        "recipient.dpa": recipient.get("dpa"),
+        "recipient.safeguards": recipient.get("safeguards"),
         "legal_basis.type": legal.get("type"),
         "legal_basis.reference": legal.get("reference"),
         "source": d.get("source"),
+        "cookie.kind": cookie.get("kind"),
         "request.type": request.get("type"),
         "request.written": request.get("written"),
         "request.signed": request.get("signed"),
+        "request.identity_verified": request.get("identity_verified"),
+        "request.extended": request.get("extended"),
+        "request.excessive": request.get("excessive"),
+        "request.further_copy": (request.get("copy_number") or 1) > 1 if request else None,
+        "subject.kind": facts.kind,
         "subject.consents": tuple(sorted(facts.consents)),
+        "subject.withdrawn_consents": tuple(sorted(facts.withdrawn_consents)),
         "subject.objections": tuple(sorted(facts.objections)),
         "subject.relationship": facts.relationship,
+        "subject.relationship_started_at": facts.relationship_started_at,
+        "subject.relationship_ended_at": facts.relationship_ended_at,
         "subject.erasure_requested": facts.erasure_requested,
+        "subject.erasure_requested_at": facts.erasure_requested_at,
+        "subject.restricted": facts.restricted,
     }
 
 
@@ -172,7 +196,7 @@ class Decider:
             )
 
     def _decide(self, op: Operation, facts: SubjectFacts, now: datetime, decision_id: str) -> Decision:
-        ctx = build_context(op, facts)
+        ctx = build_context(op, facts, now)
         matched = self.match(ctx)
         ordered = [r for r in self.rules.values() if r.id in matched]
         forbids = [r for r in ordered if r.effect == "forbid"]
@@ -180,11 +204,9 @@ class Decider:
         deciding = forbids or permits
         allowed = not forbids and bool(permits)
         if deciding:
-            reasons = tuple(Reason(r.id, r.effect, r.reason, r.source) for r in deciding)
+            reasons = tuple(Reason(r.id, r.effect, r.reason, r.source, r.law) for r in deciding)
         else:
             reasons = (Reason(DEFAULT_DENY, "forbid", _DEFAULT_DENY_TEXT, ""),)
-        received = op.received_at or op.at or now
-        obligations = tuple(
-            obl.compute(r, spec, received, facts) for r in deciding for spec in r.obligations
-        )
+        computed = (obl.compute(r, spec, op, facts, ctx[AT]) for r in deciding for spec in r.obligations)
+        obligations = tuple(o for o in computed if o is not None)
         return Decision(decision_id, allowed, reasons, obligations, self.policy_set.version, now, op, facts, matched)

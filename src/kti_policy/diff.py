@@ -34,13 +34,14 @@ import click
 
 from .decision import DEFAULT_DENY, EVAL_ERROR, Decider, Decision
 from .errors import KtiError, PolicyError, PolicyErrors, Position, RequestError, UnknownVocabularyId
-from .facts import SubjectFacts
+from .facts import SubjectFacts, parse_time
 from .loader import VOCABULARY_FILE, build_policy_set, load_policy_set
 from .model import PolicySet, Rule
 from .operation import Operation, parse_operation
 from .policytest import (
     TESTS_DIR,
     TestCase,
+    case_facts,
     load_case_files,
     load_cases,
     load_cases_text,
@@ -340,8 +341,7 @@ class Replayer:
             return SubjectFacts()
         if not isinstance(data, Mapping):
             raise TypeError("facts must be an object")
-        key = (tuple(data.get("consents") or ()), tuple(data.get("objections") or ()), data.get("relationship"),
-               data.get("erasure_requested"), tuple(data.get("access_requests") or ()))
+        key = json.dumps(data, sort_keys=True, default=str)  # every fact, dates included
         facts = self._facts.get(key)
         if facts is None:
             facts = SubjectFacts.from_dict(data)
@@ -397,12 +397,13 @@ class Replayer:
         problems: list[PolicyError] = []
         seen: set[str] = set()
         for case in cases:
-            key = json.dumps([case.input, case.facts], sort_keys=True, default=str)
+            key = json.dumps([case.input, case.facts, case.events], sort_keys=True, default=str)
             if key in seen:
                 continue
             seen.add(key)
             try:
-                facts = SubjectFacts.from_dict(case.facts)
+                at = case.input.get("at")
+                facts = case_facts(case, parse_time(at) if at else None)
                 old_op, new_op = self._operations(case.input)
             except (RequestError, ValueError, TypeError) as exc:
                 msg = exc.message if isinstance(exc, KtiError) else str(exc)

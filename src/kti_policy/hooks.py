@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, PolicyError, PolicyErrors, Position
-from .store import EVENT_TYPES
+from .facts import EVENT_TYPES
 from .yamlpos import LList, LMap, load_file
 
 log = logging.getLogger(__name__)

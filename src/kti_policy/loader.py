@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .durations import Period, PeriodSyntaxError, parse_period
 from .errors import PolicyError, PolicyErrors, Position
-from .fields import FIELDS
+from .fields import FIELDS, TIME_OPERATORS
 from .model import (
     All,
     AnyOf,
@@ -23,9 +24,14 @@ from .model import (
     Const,
     Contains,
     ContainsAny,
+    Elapsed,
     Eq,
     In,
+    Law,
+    NamedList,
+    NamedPeriod,
     Not,
+    NoticeOverride,
     ObligationSpec,
     Policy,
     PolicySet,
@@ -49,12 +55,40 @@ VOCABULARY_KINDS = (
     "request_type",
     "legal_basis_type",
     "relationship",
+    "channel",
+    "subject_kind",
+    "cookie_kind",
+    "transfer_safeguard",
 )
+# kinds every vocabulary must have (the later ones came with CONTRACT v2 and may be left out)
+REQUIRED_KINDS = VOCABULARY_KINDS[:10]
+VOCABULARY_FILE_KEYS = ("vocabulary", "lists", "periods", "laws")
+LAW_ID_RE = re.compile(r"^[A-Z0-9][A-Za-z0-9/]*$")
+# a provision: "12(3)", "17(3)(b)", "44-49", "21(2)-(3)", "2:10" (chapter:section), "6(1)(c)"
+PROVISION_RE = re.compile(r"^\d+[a-z]?(?::\d+[a-z]?)?(?:\(\d+[a-z]?\)|\([a-z]\))*(?:-(?:\d+[a-z]?|\(\d+\)))?$")
+# acts a pack may cite without declaring them (RULES "Acts cited")
+KNOWN_LAWS = ("GDPR", "TSL", "SVPL", "KPL", "1182/71")
 ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 RULE_ID_RE = re.compile(r"^[a-z][a-z0-9_]*(?:[.-][a-z0-9_]+)*$")
 COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
-OBLIGATION_TYPES = {"respond_by": ("within",), "access_fee": ("free_per_months",)}
-OBLIGATION_MESSAGES = {"respond_by": ("message",), "access_fee": ("message_free", "message_chargeable")}
+OBLIGATION_TYPES = {
+    "respond_by": ("within",),
+    "extension_notice_by": ("within",),
+    "access_fee": ("free_copies", "free_per_months"),
+    "delete_by": ("from", "after", "within", "data_categories"),
+    "retain_until": ("from", "period", "data_categories"),
+    "verify_identity": (),
+    "notify_recipients": (),
+}
+OBLIGATION_MESSAGES = {
+    "respond_by": ("message",),
+    "extension_notice_by": ("message",),
+    "access_fee": ("message_free", "message_chargeable"),
+    "delete_by": ("message",),
+    "retain_until": ("message",),
+    "verify_identity": ("message",),
+    "notify_recipients": ("message",),
+}
 RESERVED_RULE_IDS = {"default.deny", "eval_error"}
 
 
@@ -140,11 +174,11 @@ def _build_vocabulary(data: Any, file: str, ck: _Checker) -> Vocabulary | None:
     root = ck.mapping(data, Position(file, 1, 1), "the vocabulary file")
     if root is None:
         return None
-    ck.keys(root, ("vocabulary",), ("vocabulary",), "the vocabulary file")
+    ck.keys(root, VOCABULARY_FILE_KEYS, ("vocabulary",), "the vocabulary file")
     kinds_map = ck.mapping(root.get("vocabulary"), root.at("vocabulary"), "vocabulary") if "vocabulary" in root else None
     if kinds_map is None:
         return None
-    ck.keys(kinds_map, VOCABULARY_KINDS, VOCABULARY_KINDS, "vocabulary")
+    ck.keys(kinds_map, VOCABULARY_KINDS, REQUIRED_KINDS, "vocabulary")
     kinds: dict[str, dict[str, VocabEntry]] = {}
     for kind in VOCABULARY_KINDS:
         entries = ck.mapping(kinds_map.get(kind), kinds_map.at(kind), f"vocabulary.{kind}") if kind in kinds_map else None
@@ -177,12 +211,126 @@ def _build_vocabulary(data: Any, file: str, ck: _Checker) -> Vocabulary | None:
                 desc, special = None, False
             if label is not None:
                 kinds[kind][vid] = VocabEntry(vid, label, desc, bool(special))
-    return Vocabulary(kinds)
+    laws = _build_laws(root, ck)
+    return Vocabulary(kinds, _build_lists(root, ck), _build_periods(root, ck, laws), laws)
+
+
+def _entries(root: LMap, key: str, ck: _Checker) -> LMap | None:
+    return ck.mapping(root[key], root.at(key), key) if key in root else None
+
+
+def _build_lists(root: LMap, ck: _Checker) -> dict[str, NamedList]:
+    """``lists: {name: {label, checked, source, values: [...]}}``: values kept as data."""
+    out: dict[str, NamedList] = {}
+    entries = _entries(root, "lists", ck)
+    for name, body in (entries or {}).items():
+        where = f"lists.{name}"
+        if not isinstance(name, str) or not ID_RE.match(name):
+            ck.err("invalid_id", f"{where}: list names are lowercase snake_case", entries.key_at(name))  # type: ignore[union-attr]
+            continue
+        m = ck.mapping(body, entries.at(name), where)  # type: ignore[union-attr]
+        if m is None:
+            continue
+        ck.keys(m, ("label", "checked", "source", "values"), ("label", "checked", "values"), where)
+        label = ck.text(m, "label", where)
+        checked = m.get("checked")
+        if "checked" in m and not (isinstance(checked, str) and re.match(r"^\d{4}-\d{2}-\d{2}$", checked)) and not hasattr(checked, "isoformat"):
+            ck.err("wrong_type", f"{where}.checked must be the date it was checked, YYYY-MM-DD", m.at("checked"))
+        values = m.get("values")
+        if not isinstance(values, LList) or not values or not all(isinstance(v, str) and v for v in values):
+            ck.err("wrong_type", f"{where}.values must be a non-empty list of strings", m.at("values") if "values" in m else m.pos)
+            continue
+        if label is not None:
+            source = m.get("source") if isinstance(m.get("source"), str) else ""
+            out[name] = NamedList(name, tuple(values), label, str(checked or ""), source)
+    return out
+
+
+def _build_periods(root: LMap, ck: _Checker, laws: Mapping[str, Law]) -> dict[str, NamedPeriod]:
+    """``periods: {name: {label, period: "6 years from year end", law: [...]}}``."""
+    out: dict[str, NamedPeriod] = {}
+    entries = _entries(root, "periods", ck)
+    for name, body in (entries or {}).items():
+        where = f"periods.{name}"
+        if not isinstance(name, str) or not ID_RE.match(name):
+            ck.err("invalid_id", f"{where}: period names are lowercase snake_case", entries.key_at(name))  # type: ignore[union-attr]
+            continue
+        m = ck.mapping(body, entries.at(name), where)  # type: ignore[union-attr]
+        if m is None:
+            continue
+        ck.keys(m, ("label", "period", "law"), ("label", "period"), where)
+        label = ck.text(m, "label", where)
+        period = _period(m.get("period"), m.at("period") if "period" in m else m.pos, f"{where}.period", ck)
+        law = _citations(m, where, ck, laws)
+        if label is not None and period is not None:
+            out[name] = NamedPeriod(name, period, label, law)
+    return out
+
+
+def _build_laws(root: LMap, ck: _Checker) -> dict[str, Law]:
+    """``laws: {GDPR: {fi, en, url}}``: the acts rules may cite, with their titles."""
+    out: dict[str, Law] = {}
+    entries = _entries(root, "laws", ck)
+    for name, body in (entries or {}).items():
+        where = f"laws.{name}"
+        if not isinstance(name, str) or not LAW_ID_RE.match(name):
+            ck.err("invalid_id", f"{where}: an act's id is its short name, e.g. GDPR or KPL", entries.key_at(name))  # type: ignore[union-attr]
+            continue
+        m = ck.mapping(body, entries.at(name), where)  # type: ignore[union-attr]
+        if m is None:
+            continue
+        ck.keys(m, ("title", "url"), ("title",), where)
+        title = ck.text(m, "title", where)
+        url = m.get("url") if isinstance(m.get("url"), str) else ""
+        if title is not None:
+            out[name] = Law(name, title, url)
+    return out
+
+
+def _period(value: Any, pos: Position, where: str, ck: _Checker) -> Period | None:
+    if not isinstance(value, str):
+        ck.err("invalid_period", f"{where} must be a period like '1 month' or '6 years from year end', not {_kind(value)}", pos)
+        return None
+    try:
+        return parse_period(value)
+    except PeriodSyntaxError as exc:
+        ck.err("invalid_period", f"{where}: {exc}", pos)
+        return None
+
+
+def check_citation(text: Any, laws: Mapping[str, Law]) -> str | None:
+    """Why ``text`` is not a legal citation like ``GDPR 17(3)(b)`` or ``KPL 2:10`` (None if it is)."""
+    if not isinstance(text, str):
+        return f"a citation is text like 'GDPR 12(3)', not {_kind(text)}"
+    act, _, provision = text.strip().partition(" ")
+    known = tuple(laws) or KNOWN_LAWS
+    if act not in known:
+        return f"{text!r} does not start with a known act{_suggest(act, known)}; known: {', '.join(known)}"
+    if not PROVISION_RE.match(provision.strip()):
+        return f"{text!r}: after the act comes an article or section like 12(3), 17(3)(b), 44-49 or 2:10"
+    return None
+
+
+def _citations(m: LMap, where: str, ck: _Checker, laws: Mapping[str, Law]) -> tuple[str, ...]:
+    if "law" not in m:
+        return ()
+    items = m["law"]
+    if not isinstance(items, LList):
+        ck.err("invalid_citation", f"{where}.law must be a list of citations, e.g. [GDPR 17(3)(b), KPL 2:10]", m.at("law"))
+        return ()
+    out = []
+    for i, item in enumerate(items):
+        problem = check_citation(item, laws)
+        if problem:
+            ck.err("invalid_citation", f"{where}.law[{i}]: {problem}", items.at(i))
+        else:
+            out.append(" ".join(str(item).split()))
+    return tuple(out)
 
 
 # --- conditions --------------------------------------------------------------------------------
 
-_OPS = ("in", "contains", "contains_any", "present")
+_OPS = ("in", "contains", "contains_any", "present", "in_list", *TIME_OPERATORS)
 
 
 class _ConditionBuilder:
@@ -249,6 +397,16 @@ class _ConditionBuilder:
                     self.ck.err("wrong_type", f"{where}.{path}.present must be true or false", apos)
                     return None
                 return Present(path, arg, kpos)
+            if (op in TIME_OPERATORS) != (field.shape == "time"):
+                if field.shape == "time":
+                    self.ck.err("invalid_operator", f"{where}.{path} is a time: use {{within: <period>}}, {{more_than: <period>}} or {{present: ...}}", value.key_at(op))
+                else:
+                    self.ck.err("invalid_operator", f"{where}.{path}: {op} works on time fields only ({', '.join(p for p, f in FIELDS.items() if f.shape == 'time')})", value.key_at(op))
+                return None
+            if op in TIME_OPERATORS:
+                return self.elapsed(path, op, arg, kpos, apos, where)
+            if op == "in_list":
+                return self.in_list(path, field, arg, kpos, apos, where)
             if op in ("contains", "contains_any") and field.shape != "list":
                 self.ck.err("invalid_operator", f"{where}.{path}: {op} works on list fields only (data_categories, subject.consents, subject.objections)", value.key_at(op))
                 return None
@@ -277,8 +435,38 @@ class _ConditionBuilder:
         if field.shape == "list":
             self.ck.err("invalid_operator", f"{where}.{path} is a list: use {{contains: ...}} or {{present: ...}}", vpos)
             return None
+        if field.shape == "time":
+            self.ck.err("invalid_operator", f"{where}.{path} is a time: use {{within: <period>}}, {{more_than: <period>}} or {{present: ...}}", vpos)
+            return None
         v = self.value(field, value, vpos, f"{where}.{path}")
         return None if v is _BAD else Eq(path, v, kpos)
+
+    def elapsed(self, path: str, op: str, arg: Any, kpos: Position, apos: Position, where: str) -> Condition | None:
+        """``{within: <period>}`` / ``{more_than: <period>}``: a period written out or a named one."""
+        periods = self.vocab.periods if self.vocab is not None else {}
+        if isinstance(arg, str) and arg.strip() in periods:
+            named = periods[arg.strip()]
+            return Elapsed(path, named.period, op == "within", kpos, named.name)
+        if isinstance(arg, str) and not any(c.isdigit() for c in arg):
+            known = ", ".join(periods) or "none"
+            self.ck.err("invalid_period", f"{where}.{path}.{op}: {arg!r} is neither a period like '1 month' nor a named period{_suggest(arg, periods)}; named periods: {known}", apos)
+            return None
+        period = _period(arg, apos, f"{where}.{path}.{op}", self.ck)
+        return None if period is None else Elapsed(path, period, op == "within", kpos)
+
+    def in_list(self, path: str, field: Any, arg: Any, kpos: Position, apos: Position, where: str) -> Condition | None:
+        """``{in_list: name}``: one of the values of a named list of the pack."""
+        lists = self.vocab.lists if self.vocab is not None else {}
+        if field.shape != "scalar":
+            self.ck.err("invalid_operator", f"{where}.{path}: in_list works on single-value fields", kpos)
+            return None
+        if not isinstance(arg, str) or arg not in lists:
+            self.ck.err("unknown_list", f"{where}.{path}.in_list: unknown list {arg!r}{_suggest(str(arg), lists)}; lists: {', '.join(lists) or 'none'}", apos)
+            return None
+        vals = [self.value(field, v, apos, f"{where}.{path}.in_list {arg}") for v in lists[arg].values]
+        if any(v is _BAD for v in vals):
+            return None
+        return In(path, tuple(vals), kpos, arg)
 
     def value(self, field: Any, value: Any, pos: Position, where: str) -> Any:
         if value is None:
@@ -311,7 +499,7 @@ _BAD = object()
 # --- policies ----------------------------------------------------------------------------------
 
 
-def _build_obligations(data: Any, pos: Position, where: str, ck: _Checker) -> tuple[ObligationSpec, ...]:
+def _build_obligations(data: Any, pos: Position, where: str, ck: _Checker, vocab: Vocabulary | None) -> tuple[ObligationSpec, ...]:
     if not isinstance(data, LList):
         ck.err("wrong_type", f"{where} must be a list", pos)
         return ()
@@ -328,24 +516,17 @@ def _build_obligations(data: Any, pos: Position, where: str, ck: _Checker) -> tu
         otype = types[0]
         allowed = (otype,) + OBLIGATION_MESSAGES[otype]
         ck.keys(m, allowed, (), f"{where}[{i}]")
-        body = ck.mapping(m[otype], m.at(otype), f"{where}[{i}].{otype}")
+        w = f"{where}[{i}].{otype}"
+        if m[otype] is None and not OBLIGATION_TYPES[otype]:
+            body: LMap | None = LMap()
+            body.pos, body.key_pos, body.val_pos = m.at(otype), {}, {}  # type: ignore[union-attr]
+        else:
+            body = ck.mapping(m[otype], m.at(otype), w)
         if body is None:
             continue
-        params: dict[str, Any] = {}
-        if otype == "respond_by":
-            ck.keys(body, ("months", "business_days"), (), f"{where}[{i}].respond_by")
-            units = [k for k in ("months", "business_days") if k in body]
-            if len(units) != 1 or not isinstance(body[units[0]], int) or isinstance(body[units[0]], bool) or body[units[0]] < 1:
-                ck.err("invalid_obligation", f"{where}[{i}].respond_by needs one of months or business_days, a whole number of at least 1", body.pos)
-                continue
-            params["within"] = (units[0], body[units[0]])
-        else:
-            ck.keys(body, ("free_per_months",), ("free_per_months",), f"{where}[{i}].access_fee")
-            months = body.get("free_per_months")
-            if not isinstance(months, int) or isinstance(months, bool) or months < 1:
-                ck.err("invalid_obligation", f"{where}[{i}].access_fee.free_per_months must be a whole number of at least 1", body.at("free_per_months"))
-                continue
-            params["free_per_months"] = months
+        params = _obligation_params(otype, body, w, ck, vocab)
+        if params is None:
+            continue
         messages = []
         for name in OBLIGATION_MESSAGES[otype]:
             text = ck.text(m, name, f"{where}[{i}]")
@@ -355,8 +536,68 @@ def _build_obligations(data: Any, pos: Position, where: str, ck: _Checker) -> tu
     return tuple(out)
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _obligation_params(otype: str, body: LMap, w: str, ck: _Checker, vocab: Vocabulary | None) -> dict[str, Any] | None:
+    """The checked parameters of one obligation (None after reporting what is wrong)."""
+    params: dict[str, Any] = {}
+    if otype in ("respond_by", "extension_notice_by"):
+        ck.keys(body, ("months", "business_days"), (), w)
+        units = [k for k in ("months", "business_days") if k in body]
+        if len(units) != 1 or not _whole(body[units[0]]):
+            ck.err("invalid_obligation", f"{w} needs one of months or business_days, a whole number of at least 1", body.pos)
+            return None
+        params["within"] = (units[0], body[units[0]])
+        return params
+    if otype == "access_fee":
+        ck.keys(body, OBLIGATION_TYPES[otype], (), w)
+        given = [k for k in OBLIGATION_TYPES[otype] if k in body]
+        if len(given) != 1 or not _whole(body[given[0]]):
+            ck.err("invalid_obligation", f"{w} needs one of free_copies or free_per_months, a whole number of at least 1", body.at(given[0]) if given else body.pos)
+            return None
+        params[given[0]] = body[given[0]]
+        return params
+    if otype in ("verify_identity", "notify_recipients"):
+        ck.keys(body, (), (), w)
+        return params
+    required = ("from", "within") if otype == "delete_by" else ("from", "period")
+    ck.keys(body, OBLIGATION_TYPES[otype], required, w)
+    if any(k not in body for k in required):
+        return None
+    source = body["from"]
+    if not (isinstance(source, str) and source in FIELDS and FIELDS[source].shape == "time"):
+        times = ", ".join(p for p, f in FIELDS.items() if f.shape == "time")
+        ck.err("invalid_obligation", f"{w}.from must be a time field ({times}), not {source!r}", body.at("from"))
+        return None
+    params["from"] = source
+    periods = vocab.periods if vocab is not None else {}
+    for key in ("after", "within", "period"):
+        if key in body:
+            raw = body[key]
+            if isinstance(raw, str) and raw.strip() in periods:
+                params[key] = periods[raw.strip()].period
+            else:
+                period = _period(raw, body.at(key), f"{w}.{key}", ck)
+                if period is None:
+                    return None
+                params[key] = period
+    if "data_categories" in body:
+        cats = body["data_categories"]
+        if not isinstance(cats, LList) or not cats or not all(isinstance(c, str) for c in cats):
+            ck.err("wrong_type", f"{w}.data_categories must be a non-empty list of data category ids", body.at("data_categories"))
+            return None
+        unknown = [c for c in cats if vocab is not None and not vocab.knows("data_category", c)]
+        if unknown:
+            ck.err("unknown_vocabulary_id", f"{w}.data_categories: unknown data_category {unknown[0]!r}", body.at("data_categories"))
+            return None
+        params["data_categories"] = tuple(cats)
+    return params
+
+
 _POLICY_KEYS = ("policy", "title", "source", "description", "rules")
-_RULE_KEYS = ("id", "effect", "source", "description", "when", "unless", "reason", "obligations")
+_RULE_KEYS = ("id", "effect", "source", "law", "overrides_notice", "description", "when", "unless", "reason", "obligations")
 
 
 def _build_policy(data: Any, file: str, ck: _Checker, vocab: Vocabulary | None) -> Policy | None:
@@ -406,10 +647,25 @@ def _build_rule(data: Any, pos: Position, where: str, ck: _Checker, cb: _Conditi
     desc = ck.text(m, "description", where)
     when = cb.build(m["when"], m.at("when"), f"{where}.when") if "when" in m else None
     unless = cb.build(m["unless"], m.at("unless"), f"{where}.unless") if "unless" in m else None
-    obligations = _build_obligations(m["obligations"], m.at("obligations"), f"{where}.obligations", ck) if "obligations" in m else ()
+    obligations = _build_obligations(m["obligations"], m.at("obligations"), f"{where}.obligations", ck, cb.vocab) if "obligations" in m else ()
+    law = _citations(m, where, ck, cb.vocab.laws if cb.vocab is not None else {})
+    overrides = _notice_override(m, where, ck)
     if rid is None or effect not in ("permit", "forbid") or reason is None or when is None or ("unless" in m and unless is None):
         return None
-    return Rule(rid, effect, when, reason, source, policy, unless, obligations, desc, m.key_at("id"))
+    return Rule(rid, effect, when, reason, source, policy, unless, obligations, desc, m.key_at("id"), law, overrides)
+
+
+def _notice_override(m: LMap, where: str, ck: _Checker) -> NoticeOverride | None:
+    """``overrides_notice: {notice: "<the notice's sentence>", why: {fi, en}}``."""
+    if "overrides_notice" not in m:
+        return None
+    body = ck.mapping(m["overrides_notice"], m.at("overrides_notice"), f"{where}.overrides_notice")
+    if body is None:
+        return None
+    ck.keys(body, ("notice", "why"), ("notice", "why"), f"{where}.overrides_notice")
+    notice = ck.string(body, "notice", f"{where}.overrides_notice")
+    why = ck.text(body, "why", f"{where}.overrides_notice")
+    return NoticeOverride(notice.strip(), why) if notice and why else None
 
 
 # --- the folder --------------------------------------------------------------------------------

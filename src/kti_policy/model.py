@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .durations import Period
 from .errors import Position
 
 LANGS = ("en", "fi")
@@ -38,10 +39,53 @@ class VocabEntry:
 
 
 @dataclass(frozen=True)
+class NamedList:
+    """A list of values kept as data in the pack (e.g. the EEA countries), with when it was checked."""
+
+    name: str
+    values: tuple[str, ...]
+    label: Text
+    checked: str = ""  # the date someone last checked the list against its source
+    source: str = ""  # where the list comes from (a decision, a URL)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"values": list(self.values), "label": self.label.to_dict(), "checked": self.checked, "source": self.source}
+
+
+@dataclass(frozen=True)
+class NamedPeriod:
+    """A period kept as data in the pack (e.g. a retention period), with its legal citations."""
+
+    name: str
+    period: Period
+    label: Text
+    law: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"period": self.period.to_data(), "label": self.label.to_dict(), "law": list(self.law)}
+
+
+@dataclass(frozen=True)
+class Law:
+    """An act that rules cite (``law: [GDPR 17(3)(b)]``): its short id, title and where to read it."""
+
+    id: str
+    title: Text
+    url: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"title": self.title.to_dict(), "url": self.url}
+
+
+@dataclass(frozen=True)
 class Vocabulary:
-    """Ids known per kind (operation, purpose, data_category, ...), with labels."""
+    """Ids known per kind (operation, purpose, data_category, ...), with labels; and the pack's
+    data: named lists, named periods and the acts its rules cite."""
 
     kinds: Mapping[str, Mapping[str, VocabEntry]]
+    lists: Mapping[str, NamedList] = field(default_factory=dict)
+    periods: Mapping[str, NamedPeriod] = field(default_factory=dict)
+    laws: Mapping[str, Law] = field(default_factory=dict)
 
     def ids(self, kind: str) -> list[str]:
         return list(self.kinds.get(kind, {}))
@@ -64,6 +108,9 @@ class Vocabulary:
                 if e.special:
                     d["special"] = True
                 out[kind][e.id] = d
+        out["lists"] = {k: v.to_dict() for k, v in self.lists.items()}
+        out["periods"] = {k: v.to_dict() for k, v in self.periods.items()}
+        out["laws"] = {k: v.to_dict() for k, v in self.laws.items()}
         return out
 
 
@@ -90,6 +137,7 @@ class In:
     path: str
     values: tuple[Any, ...]
     pos: Position | None = field(default=None, compare=False)
+    list_name: str | None = field(default=None, compare=False)  # written as {in_list: name}
 
 
 @dataclass(frozen=True)
@@ -118,6 +166,19 @@ class Present:
 
 
 @dataclass(frozen=True)
+class Elapsed:
+    """The instant at ``path`` against ``period``: ``within`` it (the operation's Helsinki date is on
+    or before the period's end) or, when ``within`` is false, more than it before the operation.
+    Neither holds when the instant is not given (see ``durations``)."""
+
+    path: str
+    period: Period
+    within: bool
+    pos: Position | None = field(default=None, compare=False)
+    period_name: str | None = field(default=None, compare=False)  # a named period of the pack
+
+
+@dataclass(frozen=True)
 class All:
     items: tuple[Condition, ...]
     pos: Position | None = field(default=None, compare=False)
@@ -135,7 +196,7 @@ class Not:
     pos: Position | None = field(default=None, compare=False)
 
 
-Condition = Const | Eq | In | Contains | ContainsAny | Present | All | AnyOf | Not
+Condition = Const | Eq | In | Contains | ContainsAny | Present | Elapsed | All | AnyOf | Not
 
 
 # --- rules and policies ------------------------------------------------------------------------
@@ -145,8 +206,12 @@ Condition = Const | Eq | In | Contains | ContainsAny | Present | All | AnyOf | N
 class ObligationSpec:
     """An obligation a rule attaches to its decision, computed when the rule decides.
 
-    ``respond_by`` takes ``within`` ({"months": n} or {"business_days": n}); ``access_fee`` takes
-    ``free_per_months``. Messages are optional templates overriding the built-in wording.
+    ``respond_by`` and ``extension_notice_by`` take ``within`` ({"months": n} or
+    {"business_days": n}) from the request's receipt; ``access_fee`` takes ``free_copies`` or
+    ``free_per_months``; ``delete_by`` takes ``from`` (a time field), optional ``after`` and
+    ``within`` (periods); ``retain_until`` takes ``from`` and ``period``; both optionally
+    ``data_categories``. ``verify_identity`` and ``notify_recipients`` take nothing. Messages are
+    optional templates overriding the built-in wording.
     """
 
     type: str
@@ -161,10 +226,27 @@ class ObligationSpec:
         return dict(self.messages).get(name)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"type": self.type, **dict(self.params)}
+        d: dict[str, Any] = {"type": self.type}
+        for name, value in self.params:
+            if isinstance(value, Period):
+                value = value.to_data()
+            elif isinstance(value, tuple) and name != "within":
+                value = list(value)
+            d[name] = value
         for name, text in self.messages:
             d[name] = text.to_dict()
         return d
+
+
+@dataclass(frozen=True)
+class NoticeOverride:
+    """A rule that follows the law where the register notice says otherwise (a *notice conflict*)."""
+
+    notice: str  # the notice's sentence, as published
+    why: Text  # what the law in force says instead
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"notice": self.notice, "why": self.why.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -179,6 +261,8 @@ class Rule:
     obligations: tuple[ObligationSpec, ...] = ()
     description: Text | None = None
     pos: Position | None = field(default=None, compare=False)
+    law: tuple[str, ...] = ()  # legal citations, e.g. ("GDPR 17(3)(b)", "KPL 2:10")
+    overrides: NoticeOverride | None = None
 
 
 @dataclass(frozen=True)
@@ -227,6 +311,8 @@ class PolicySet:
                             "id": r.id,
                             "effect": r.effect,
                             "source": r.source,
+                            "law": list(r.law),
+                            "overrides_notice": r.overrides.to_dict() if r.overrides else None,
                             "reason": r.reason.to_dict(),
                             "when": condition_to_data(r.when),
                             "unless": condition_to_data(r.unless) if r.unless is not None else None,

@@ -40,20 +40,33 @@ def id_list(**kw: Any) -> fields.List:
     return fields.List(id_field(), validate=validate.Length(max=MAX_LIST), **kw)
 
 
+def time_field(description: str) -> fields.AwareDateTime:
+    return fields.AwareDateTime(default_timezone=UTC, metadata={"description": description})
+
+
 class SubjectSchema(_Base):
-    id = fields.String(required=True, validate=validate.Length(min=1, max=MAX_ID_LENGTH),
-                       metadata={"description": "The caller's customer id (pseudonymised before it is stored or logged)"})
+    id = fields.String(validate=validate.Length(min=1, max=MAX_ID_LENGTH),
+                       metadata={"description": "The caller's customer id (pseudonymised before it is stored or logged); "
+                                                "required except for store_cookie"})
     consents = id_list(metadata={"description": "Inline consent purpose ids, added to recorded ones"})
     objections = id_list(metadata={"description": "Inline objection scope ids, added to recorded ones"})
     relationship = fields.String(validate=validate.OneOf(RELATIONSHIPS),
                                  metadata={"description": "active or ended; a recorded 'ended' always wins"})
     erasure_requested = strict_bool()
+    kind = id_field(metadata={"description": "Subject kind id (consumer, business_contact); consumer wins"})
+    relationship_started_at = time_field("When the customer relationship started")
+    relationship_ended_at = time_field("When the customer relationship ended (a recorded end always wins)")
+    erasure_requested_at = time_field("When erasure was requested")
+    restricted = strict_bool(metadata={"description": "Processing is restricted (GDPR 18); a recorded restriction always wins"})
 
 
 class RecipientSchema(_Base):
     type = id_field(required=True, metadata={"description": "Recipient type id"})
     name = fields.String(validate=validate.Length(max=500))
-    country = fields.String(validate=validate.Regexp(r"^[A-Z]{2}$", error="must be an ISO 3166 alpha-2 code like FI"))
+    country = fields.String(validate=validate.Regexp(r"^[A-Z]{2}$", error="must be an ISO 3166 alpha-2 code like FI"),
+                            metadata={"description": "ISO 3166 alpha-2; required for disclose"})
+    dpa = strict_bool(metadata={"description": "A data processing agreement (GDPR 28(3)) binds the recipient"})
+    safeguards = id_field(metadata={"description": "Transfer safeguard id (scc, bcr, dpf)"})
 
 
 class LegalBasisSchema(_Base):
@@ -66,6 +79,18 @@ class SubjectRequestSchema(_Base):
     received_at = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "When the request was received (ISO 8601)"})
     written = strict_bool()
     signed = strict_bool()
+    identity_verified = strict_bool()
+    extended = strict_bool(metadata={"description": "The deadline is extended by two months (GDPR 12(3))"})
+    # loaded as copy_number: marshmallow's dump would read a dict's own .copy method otherwise
+    copy = fields.Integer(strict=True, validate=validate.Range(min=1, max=10_000), data_key="copy", attribute="copy_number",
+                          metadata={"description": "Which copy of the data this is (1 = the first, free)"})
+    excessive = strict_bool(metadata={"description": "Documented as manifestly unfounded or excessive (GDPR 12(5))"})
+
+
+class CookieSchema(_Base):
+    kind = id_field(required=True, metadata={"description": "Cookie kind id"})
+    name = fields.String(validate=validate.Length(max=500))
+    lifetime_days = fields.Integer(strict=True, validate=validate.Range(min=0, max=100_000))
 
 
 class OperationSchema(_Base):
@@ -79,17 +104,28 @@ class OperationSchema(_Base):
     legal_basis = fields.Nested(LegalBasisSchema)
     source = id_field(metadata={"description": "Source id (required for collect)"})
     request = fields.Nested(SubjectRequestSchema, metadata={"description": "Required for subject_request"})
+    channel = id_field(metadata={"description": "Channel id for marketing (email, sms, phone, post, kti_media)"})
+    cookie = fields.Nested(CookieSchema, metadata={"description": "Required for store_cookie"})
     at = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "When the operation would happen (default: now)"})
 
     @validates_schema
     def _needed(self, data: dict[str, Any], **_: Any) -> None:
         op = data.get("operation")
-        needs = {"process": "purpose", "disclose": "recipient", "subject_request": "request", "collect": "source"}
-        errors: dict[str, list[str]] = {}
+        needs = {"process": "purpose", "disclose": "recipient", "subject_request": "request", "collect": "source",
+                 "store_cookie": "cookie"}
+        errors: dict[str, Any] = {}
         if op != "store_cookie" and "subject" not in data:
             errors["subject"] = [f"required for operation {op!r}"]
+        elif op != "store_cookie" and not data["subject"].get("id"):
+            errors["subject"] = {"id": [f"required for operation {op!r}"]}
         if op in needs and needs[op] not in data:
             errors[needs[op]] = [f"required for operation {op!r}"]
+        if op == "disclose" and "recipient" in data and not data["recipient"].get("country"):
+            # a missing country must never count as Finland (RULES D6)
+            errors["recipient"] = {"country": ["required for operation 'disclose'"]}
+        request = data.get("request") or {}
+        if request.get("type") == "inquiry" and request.get("extended"):
+            errors["request"] = {"extended": ["an inquiry is answered in two business days and cannot be extended"]}
         if errors:
             raise ValidationError(errors)
 
@@ -107,6 +143,10 @@ _VOCAB_FIELDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("request", "type"), "request_type"),
     (("subject", "consents"), "consent_purpose"),
     (("subject", "objections"), "objection_scope"),
+    (("subject", "kind"), "subject_kind"),
+    (("recipient", "safeguards"), "transfer_safeguard"),
+    (("channel",), "channel"),
+    (("cookie", "kind"), "cookie_kind"),
 )
 
 
@@ -123,7 +163,7 @@ class Operation:
     @property
     def subject_id(self) -> str | None:
         subject = self.data.get("subject")
-        return subject["id"] if subject else None
+        return subject.get("id") if subject else None
 
     @property
     def inline_facts(self) -> dict[str, Any] | None:

@@ -11,21 +11,25 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .decision import DEFAULT_DENY, Decider
 from .errors import KtiError, PolicyError, Position
-from .facts import SubjectFacts
+from .facts import EVENT_TYPES, FactEvent, SubjectFacts, fold_events, parse_time
 from .model import Eq, In, PolicySet
 from .operation import parse_operation
 from .yamlpos import LList, LMap, load_text
 
 TESTS_DIR = "tests"
 _FILE_KEYS = ("suite", "description", "defaults", "cases")
-_CASE_KEYS = ("name", "description", "input", "facts", "expect")
+_CASE_KEYS = ("name", "description", "input", "facts", "events", "expect")
 _EXPECT_KEYS = ("decision", "rules", "obligations")
-_FACT_KEYS = ("consents", "objections", "relationship", "erasure_requested", "access_requests")
+_FACT_KEYS = ("consents", "objections", "relationship", "erasure_requested", "access_requests", "kind",
+              "relationship_started_at", "relationship_ended_at", "erasure_requested_at", "restricted",
+              "restricted_at", "withdrawn_consents")
+_EVENT_KEYS = ("type", "occurred_at", "data")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class TestCase:
     facts: dict[str, Any]
     expect: dict[str, Any]
     position: Position
+    # recorded events (type, occurred_at, data), folded as they stood at the input's ``at``
+    events: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -177,6 +183,12 @@ def load_cases_text(text: str, display: str) -> tuple[list[TestCase], list[Polic
         for key in facts:
             if key not in _FACT_KEYS:
                 err("unknown_key", f"case {name!r}: unknown fact {key!r}; allowed: {', '.join(_FACT_KEYS)}", facts.key_at(key))
+        events = c.get("events") or LList()
+        if not _check_events(events, name, c, err):
+            continue
+        if events and "facts" in c:
+            err("invalid_value", f"case {name!r}: give facts or events, not both", c.key_at("events"))
+            continue
         expect = c.get("expect")
         if not isinstance(expect, LMap):
             err("missing_key", f"case {name!r} needs an expect mapping", c.at("expect") if "expect" in c else pos)
@@ -194,8 +206,46 @@ def load_cases_text(text: str, display: str) -> tuple[list[TestCase], list[Polic
             err("wrong_type", f"case {name!r}: expect.obligations must be a list of mappings with a type", expect.at("obligations"))
             continue
         merged = {**_plain(defaults), **_plain(inp)}
-        cases.append(TestCase(str(suite), name, merged, _plain(facts), _plain(expect), pos))
+        cases.append(TestCase(str(suite), name, merged, _plain(facts), _plain(expect), pos, tuple(_plain(events))))
     return cases, errors
+
+
+def _check_events(events: Any, name: str, c: LMap, err: Any) -> bool:
+    """Events of a case: a list of {type, occurred_at, data} with known types and times."""
+    if not isinstance(events, LList):
+        err("wrong_type", f"case {name!r}: events must be a list of {{type, occurred_at, data}}", c.at("events"))
+        return False
+    ok = True
+    for j, e in enumerate(events):
+        where = events.at(j)
+        if not isinstance(e, LMap) or "type" not in e or "occurred_at" not in e:
+            err("wrong_type", f"case {name!r}: events[{j}] needs type and occurred_at", where)
+            ok = False
+            continue
+        for key in e:
+            if key not in _EVENT_KEYS:
+                err("unknown_key", f"case {name!r}: events[{j}] has unknown key {key!r}; allowed: {', '.join(_EVENT_KEYS)}", e.key_at(key))
+                ok = False
+        if e["type"] not in EVENT_TYPES:
+            err("invalid_value", f"case {name!r}: events[{j}].type {e['type']!r} is not an event type; known: {', '.join(EVENT_TYPES)}", e.at("type"))
+            ok = False
+        try:
+            parse_time(e["occurred_at"])
+        except (TypeError, ValueError):
+            err("invalid_value", f"case {name!r}: events[{j}].occurred_at {e['occurred_at']!r} is not an ISO 8601 time", e.at("occurred_at"))
+            ok = False
+    return ok
+
+
+def case_facts(case: TestCase, at: datetime | None) -> SubjectFacts:
+    """The recorded facts of a case: its ``facts``, or its ``events`` folded as of ``at`` (the
+    input's ``at``; None: every event)."""
+    if not case.events:
+        return SubjectFacts.from_dict(case.facts)
+    events = [
+        FactEvent(e["type"], parse_time(e["occurred_at"]), e.get("data") or {}, i) for i, e in enumerate(case.events)
+    ]
+    return fold_events(events, at)
 
 
 def load_cases(directory: str | Path) -> tuple[list[TestCase], list[PolicyError]]:
@@ -234,8 +284,8 @@ def run_case(decider: Decider, case: TestCase) -> CaseResult:
     failures: list[str] = []
     try:
         op = parse_operation(case.input, decider.policy_set.vocabulary, field_prefix="input.")
-        facts = SubjectFacts.from_dict(case.facts)
-    except (KtiError, ValueError, TypeError) as exc:
+        facts = case_facts(case, op.at)
+    except (KtiError, ValueError, TypeError, KeyError) as exc:
         return CaseResult(case, False, [f"the input is not a valid request: {exc}"], None, time.perf_counter() - start)
     decision = decider.decide(op, facts)
     got = decision.to_dict("en")

@@ -65,7 +65,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .errors import EventConflict, NotFound, RequestError, UnknownVocabularyId
-from .facts import FactEvent, SubjectFacts, fold_events
+from .facts import EVENT_TYPES, OPTIONAL_DATA, FactEvent, SubjectFacts, fold_events
 from .pseudonym import Pseudonymizer, instance_dir, pseudonymizer_from_config
 
 if TYPE_CHECKING:
@@ -78,24 +78,14 @@ MAX_BATCH = 1000
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_:\-]{0,127}$")
 MAX_SUBJECT_ID_LEN = 256
 
-# event type -> {data field: vocabulary kind (str) or a Python type}
-EVENT_TYPES: dict[str, dict[str, Any]] = {
-    "consent.granted": {"purpose": "consent_purpose"},
-    "consent.withdrawn": {"purpose": "consent_purpose"},
-    "objection.registered": {"scope": "objection_scope"},
-    "objection.withdrawn": {"scope": "objection_scope"},
-    "erasure.requested": {},
-    "relationship.started": {},
-    "relationship.ended": {},
-    "access_request.received": {"written": bool, "signed": bool},
-}
 # optional data fields and their default
-_OPTIONAL_DATA: dict[str, Any] = {"written": False, "signed": False}
+_OPTIONAL_DATA = OPTIONAL_DATA
 
 # Used when the caller passes no vocabulary: the ids CONTRACT section 1 requires.
 DEFAULT_VOCABULARY: dict[str, frozenset[str]] = {
     "consent_purpose": frozenset({"disclosure", "direct_marketing", "partner_marketing"}),
     "objection_scope": frozenset({"direct_marketing", "marketing", "disclosure"}),
+    "subject_kind": frozenset({"consumer", "business_contact"}),
 }
 
 STATUSES = ("pending", "delivered", "dead")
@@ -296,6 +286,8 @@ def validate_event(
             if not isinstance(value, bool):
                 raise _bad(fname, "must be true or false", index)
         else:
+            if value is None and name in _OPTIONAL_DATA and _OPTIONAL_DATA[name] is None:
+                continue  # optional and not given: left out
             if not isinstance(value, str) or not value:
                 raise _bad(fname, f"required: a {kind} id", index)
             known_ids = vocab.get(kind) or ()
@@ -806,10 +798,10 @@ class Store:
             )
 
     @staticmethod
-    def _fold(rows: list[Any]) -> SubjectFacts:
+    def _fold(rows: list[Any], at: datetime | None = None) -> SubjectFacts:
         return fold_events(
-            FactEvent(type=r.type, occurred_at=r.occurred_at, data=json.loads(r.data), seq=r.seq)
-            for r in rows
+            (FactEvent(type=r.type, occurred_at=r.occurred_at, data=json.loads(r.data), seq=r.seq) for r in rows),
+            at,
         )
 
     def facts_for(self, subject_id: str) -> SubjectFacts:
@@ -830,20 +822,39 @@ class Store:
         events get empty facts, exactly as :meth:`facts_for` gives them. One subject takes the
         single-subject read (a single decision's path).
         """
+        key_of = self._keys_of(subject_ids)
+        if len(key_of) == 1:
+            (only,) = key_of
+            return {only: self.facts_for(only)}
+        rows_by_key = self._rows_by_key(list(key_of.values()))
+        return {sid: self._fold(rows_by_key[key]) for sid, key in key_of.items()}
+
+    def facts_at(self, wanted: Iterable[tuple[str, datetime]]) -> dict[tuple[str, datetime], SubjectFacts]:
+        """Facts of subjects as they stood at given instants (as-of decisions): the same indexed
+        read as :meth:`facts_for_many`, each subject's events folded up to each instant asked."""
+        pairs = list(dict.fromkeys(wanted))
+        key_of = self._keys_of(sid for sid, _ in pairs)
+        rows_by_key = self._rows_by_key(list(key_of.values()))
+        return {(sid, at): self._fold(rows_by_key[key_of[sid]], at) for sid, at in pairs}
+
+    def _keys_of(self, subject_ids: Iterable[str]) -> dict[str, str]:
         key_of: dict[str, str] = {}
         for sid in subject_ids:
             if sid not in key_of:
                 key_of[sid] = self.pseudonymizer.subject_key(sid)
-        if len(key_of) == 1:
-            (only,) = key_of
-            return {only: self.facts_for(only)}
-        rows_by_key: dict[str, list[Any]] = {key: [] for key in key_of.values()}
+        return key_of
+
+    def _rows_by_key(self, keys: list[str]) -> dict[str, list[Any]]:
+        rows_by_key: dict[str, list[Any]] = {key: [] for key in keys}
         keys = list(rows_by_key)
+        if len(keys) == 1:
+            rows_by_key[keys[0]] = self._facts_read.rows(self.engine, {"key": keys[0]})
+            return rows_by_key
         with self._read(single_statement=len(keys) <= _IN_CHUNK) as conn:
             for start in range(0, len(keys), _IN_CHUNK):
                 for row in conn.execute(_FACTS_OF_MANY, {"keys": keys[start : start + _IN_CHUNK]}):
                     rows_by_key[row.subject_key].append(row)
-        return {sid: self._fold(rows_by_key[key]) for sid, key in key_of.items()}
+        return rows_by_key
 
     def subject_view(self, subject_id: str) -> dict[str, Any] | None:
         """Facts and history as ``GET /v1/subjects/<id>`` shows them; None when no events."""

@@ -52,16 +52,33 @@ def _state() -> Any:
     return current_app.extensions["kti"]
 
 
-def _facts_by_subject(state: Any, ops: list[Operation]) -> dict[str, SubjectFacts] | None:
-    """Recorded facts of every subject the request names, read at once; None when the store failed."""
-    subject_ids = [op.subject_id for op in ops if op.subject_id is not None]
-    if not subject_ids:
+def _facts_key(op: Operation, now: datetime) -> Any:
+    """What facts an operation needs: its subject's now, or as they stood at an ``at`` in the past."""
+    if op.subject_id is None:
+        return None
+    return (op.subject_id, op.at) if op.at is not None and op.at < now else op.subject_id
+
+
+def _facts_by_subject(state: Any, ops: list[Operation], now: datetime) -> dict[Any, SubjectFacts] | None:
+    """Recorded facts of every subject the request names, read at once; None when the store failed.
+
+    Keys are subject ids (facts now: one indexed read) or (subject id, at) for as-of decisions
+    (CONTRACT 2: events with ``occurred_at`` <= ``at`` only)."""
+    keys = [_facts_key(op, now) for op in ops]
+    current = [k for k in keys if isinstance(k, str)]
+    past = [k for k in keys if isinstance(k, tuple)]
+    if not current and not past:
         return {}
+    out: dict[Any, SubjectFacts] = {}
     try:
-        return dict(state.store.facts_for_many(subject_ids))
+        if current:
+            out.update(state.store.facts_for_many(current))
+        if past:
+            out.update(state.store.facts_at(past))
     except Exception:
         log.exception("reading subject facts failed; answering deny")
         return None
+    return out
 
 
 def _fail_closed(op: Operation, version: str, fault: str) -> Decision:
@@ -82,10 +99,12 @@ def _decide_all(ops: list[Operation]) -> list[Decision]:
     state = _state()
     loaded = state.loaded()  # one policy set for the whole request, even across a reload
     decider = loaded.decider
-    known = _facts_by_subject(state, ops)
+    now = datetime.now(UTC)
+    known = _facts_by_subject(state, ops, now)
     out: list[Decision] = []
     for op in ops:
-        facts = _NO_FACTS if op.subject_id is None else (known or {}).get(op.subject_id)
+        key = _facts_key(op, now)
+        facts = _NO_FACTS if key is None else (known or {}).get(key)
         if facts is None:
             out.append(_fail_closed(op, loaded.version, "facts_unavailable"))
             continue

@@ -376,7 +376,7 @@ def _side(policy_set: PolicySet, decider: Any, operation: Mapping[str, Any],
         return {"policy_version": policy_set.version, "decision": None,
                 "error": {"error": exc.code, "message": exc.message}, "explanations": []}, None
     decision = decider.decide(op, subject_facts)
-    ctx = build_context(op, decision.facts)
+    ctx = build_context(op, decision.facts, decision.evaluated_at)
     rules = decider.rules
     explanations = [explain_rule(rules[rid], ctx, lang) for rid in decision.rule_ids if rid in rules]
     return {"policy_version": policy_set.version, "decision": decision.to_dict(lang),
