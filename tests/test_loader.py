@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from kti_policy.compile import compile_policy_set
+from kti_policy.durations import Period
 from kti_policy.errors import PolicyError, PolicyErrors
 from kti_policy.loader import check_directory, load_policy_set
-from kti_policy.model import All, AnyOf, Const, Contains, ContainsAny, Eq, In, Not, Present
+from kti_policy.model import All, AnyOf, Const, Contains, ContainsAny, Elapsed, Eq, In, Not, Present
 
 DATA = Path(__file__).parent / "data"
 CLEAN = DATA / "clean"
@@ -204,6 +205,110 @@ def test_duplicate_policy_id() -> None:
     errors = errors_of(CLEAN, {"zz.yaml": (CLEAN / "requests.yaml").read_text().replace("id: request.", "id: other.")})
     assert [where(e) for e in errors] == [("zz.yaml", 1, 1, "duplicate_policy_id")]
     assert "requests.yaml" in errors[0].message
+
+
+# --- time, lists, citations and v2 obligations: kti-policy check reports file:line:col [code] ---
+
+# (what, when, extra, code, line, marker: the text the error points at on that line, words in the message)
+V2_ERRORS = [
+    ("a malformed duration", "{subject.relationship_ended_at: {within: 2 weeks}}", "", "invalid_period", 7, "2 weeks", "is not a period"),
+    ("a duration of zero", "{subject.relationship_ended_at: {within: 0 days}}", "", "invalid_period", 7, "0 days", "between 1 and 1000"),
+    ("a duration that is a number", "{subject.relationship_ended_at: {within: 30}}", "", "invalid_period", 7, "30}", "not a number"),
+    ("an unknown named period", "{subject.relationship_ended_at: {more_than: accounting_voucher}}", "", "invalid_period", 7,
+     "accounting_voucher", "neither a period like '1 month' nor a named period"),
+    ("within on a non-time field", "{operation: {within: 1 month}}", "", "invalid_operator", 7, "within", "works on time fields only"),
+    ("more_than on a list field", "{data_categories: {more_than: 1 year}}", "", "invalid_operator", 7, "more_than", "works on time fields only"),
+    ("equality on a time field", "{subject.erasure_requested_at: 2026-01-01}", "", "invalid_operator", 7, "2026-01-01", "is a time"),
+    ("in on a time field", "{subject.erasure_requested_at: {in: [2026-01-01]}}", "", "invalid_operator", 7, "in:", "is a time"),
+    ("a citation without an act", "{operation: delete}", "    law: [17(3)(b)]\n", "invalid_citation", 9, "17(3)(b)", "does not start with a known act"),
+    ("a citation without a provision", "{operation: delete}", "    law: [GDPR 17(3)(b), GDPR art. 17]\n", "invalid_citation", 9, "GDPR art. 17",
+     "after the act comes an article or section"),
+    ("a citation of an unknown act", "{operation: delete}", "    law:\n      - GDPR 17(3)(b)\n      - EUCHR 8\n", "invalid_citation", 11, "EUCHR 8",
+     "known: GDPR, TSL, SVPL, KPL, 1182/71"),
+    ("law that is not a list", "{operation: delete}", "    law: GDPR 17(3)(b)\n", "invalid_citation", 9, "GDPR 17(3)(b)", "must be a list of citations"),
+    ("an unknown list in in_list", "{recipient.country: {in_list: eea_countries}}", "", "unknown_list", 7, "eea_countries", "unknown list 'eea_countries'"),
+    ("in_list on a list field", "{data_categories: {in_list: eea_countries}}", "", "invalid_operator", 7, "data_categories", "single-value fields"),
+    ("delete_by without from", "{operation: delete}", "    obligations:\n      - delete_by: {within: 1 month}\n", "missing_key", 10, "{within",
+     "needs 'from'"),
+    ("delete_by from a non-time field", "{operation: delete}", "    obligations:\n      - delete_by: {from: operation, within: 1 month}\n",
+     "invalid_obligation", 10, "operation,", "must be a time field"),
+    ("delete_by within a malformed period", "{operation: delete}",
+     "    obligations:\n      - delete_by:\n          from: subject.erasure_requested_at\n          within: a month\n", "invalid_period", 12, "a month",
+     "is not a period"),
+    ("retain_until without period", "{operation: delete}", "    obligations:\n      - retain_until: {from: subject.relationship_ended_at}\n",
+     "missing_key", 10, "{from", "needs 'period'"),
+    ("verify_identity with a parameter", "{operation: delete}", "    obligations:\n      - verify_identity: {by: phone}\n", "unknown_key", 10, "by:",
+     "unknown key 'by'"),
+    ("access_fee with both kinds", "{operation: delete}", "    obligations:\n      - access_fee: {free_copies: 1, free_per_months: 12}\n",
+     "invalid_obligation", 10, "1,", "one of free_copies or free_per_months"),
+    ("overrides_notice without why", "{operation: delete}", "    overrides_notice: {notice: Tiedot poistetaan heti.}\n", "missing_key", 9, "{notice",
+     "needs 'why'"),
+]
+
+
+@pytest.mark.parametrize(("what", "when", "extra", "code", "line", "marker", "words"), V2_ERRORS, ids=[e[0] for e in V2_ERRORS])
+def test_check_reports_v2_mistakes_at_file_line_col(
+    tmp_path: Path, what: str, when: str, extra: str, code: str, line: int, marker: str, words: str
+) -> None:
+    """``kti-policy check`` (check_directory) reports the mistake once, at the exact line, with its code."""
+    folder = tmp_path / "p"
+    shutil.copytree(CLEAN, folder)
+    text = policy(when, extra)
+    (folder / "x.yaml").write_text(text, encoding="utf-8")
+    policy_set, errors = check_directory(folder)
+    assert policy_set is None
+    assert [(Path(e.position.file).name, e.code, e.position.line) for e in errors] == [("x.yaml", code, line)], [str(e) for e in errors]
+    source_line = text.splitlines()[line - 1]
+    assert marker in source_line, source_line
+    col = source_line.index(marker) + 1
+    assert errors[0].position.col == col
+    assert str(errors[0]).startswith(f"{errors[0].position.file}:{line}:{col}: ") and str(errors[0]).endswith(f" [{code}]")
+    assert words in errors[0].message, errors[0].message
+
+
+V2_VOCAB = (CLEAN / "vocabulary.yaml").read_text(encoding="utf-8") + """\
+lists:
+  nordic_countries:
+    label: {fi: Pohjoismaat, en: Nordic countries}
+    checked: "2026-12-04"
+    values: [FI, SE, DK, IS, "NO"]
+periods:
+  accounting_vouchers:
+    label: {fi: Tositteiden säilytysaika, en: Retention of vouchers}
+    period: 6 years from year end
+    law: [KPL 2:10]
+laws:
+  GDPR: {title: {fi: Tietosuoja-asetus, en: General Data Protection Regulation}}
+  KPL: {title: {fi: Kirjanpitolaki, en: Accounting Act}}
+"""
+
+
+def test_named_periods_lists_and_acts_of_the_vocabulary_load() -> None:
+    when = ("{recipient.country: {in_list: nordic_countries}, subject.relationship_ended_at: {more_than: accounting_vouchers},"
+            " subject.erasure_requested_at: {within: 1 month from year end ago}}")
+    extra = ("    law: [KPL 2:10, GDPR 17(3)(b)]\n"
+             "    overrides_notice: {notice: Tiedot poistetaan heti., why: {fi: Laki, en: The law}}\n"
+             "    obligations:\n"
+             "      - delete_by: {from: subject.erasure_requested_at, after: accounting_vouchers, within: 2 business days}\n"
+             "      - retain_until: {from: subject.relationship_ended_at, period: accounting_vouchers, data_categories: [email]}\n"
+             "      - verify_identity: {}\n"
+             "      - notify_recipients:\n")
+    ps = load_policy_set(CLEAN, {"vocabulary.yaml": V2_VOCAB, "x.yaml": policy(when, extra)})
+    rule = ps.rule("x.r")
+    assert rule is not None and rule.law == ("KPL 2:10", "GDPR 17(3)(b)")
+    assert rule.overrides is not None and rule.overrides.notice == "Tiedot poistetaan heti."
+    assert rule.when == All((
+        In("recipient.country", ("FI", "SE", "DK", "IS", "NO")),
+        Elapsed("subject.relationship_ended_at", Period(6, "years", True), False),
+        Elapsed("subject.erasure_requested_at", Period(1, "months", True), True),
+    ))
+    assert rule.when.items[0].list_name == "nordic_countries" and rule.when.items[1].period_name == "accounting_vouchers"
+    assert [o.type for o in rule.obligations] == ["delete_by", "retain_until", "verify_identity", "notify_recipients"]
+    assert rule.obligations[0].param("after") == Period(6, "years", True)
+    assert rule.obligations[0].param("within") == Period(2, "business_days")
+    # with acts declared, only those may be cited
+    errors = errors_of(CLEAN, {"vocabulary.yaml": V2_VOCAB, "x.yaml": policy("{operation: delete}", "    law: [TSL 6(1)]\n")})
+    assert [(where(e), "known: GDPR, KPL" in e.message) for e in errors] == [(("x.yaml", 9, 11, "invalid_citation"), True)]
 
 
 # --- the vocabulary ------------------------------------------------------------------------------
