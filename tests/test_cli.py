@@ -97,3 +97,59 @@ def test_installed_console_script_runs(tmp_path: Path) -> None:
     proc = subprocess.run([str(exe), "test", str(folder)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "4 passed, 0 failed" in proc.stdout
+
+
+# --- time: eval --at and --events -----------------------------------------------------------------
+
+_TIMED_VOCAB_EXTRA = "  subject_kind:\n    consumer: {fi: Kuluttaja, en: Consumer}\n"
+_TIMED = """\
+policy: timed
+title: {fi: Aika, en: Time}
+source: "§8"
+rules:
+  - id: timed.retain-until-a-month-after-the-end
+    effect: permit
+    law: [GDPR 5(1)(e)]
+    when: {operation: retain, subject.relationship_ended_at: {within: 1 month}}
+    reason: {fi: Säilytys kuukauden ajan., en: Kept for a month after the end.}
+"""
+_EVENTS = json.dumps([
+    {"type": "relationship.started", "occurred_at": "2026-01-01T10:00:00Z"},
+    {"type": "relationship.ended", "occurred_at": "2026-01-31T10:00:00+02:00"},
+])
+
+
+def _timed_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "timed"
+    folder.mkdir()
+    (folder / "vocabulary.yaml").write_text(
+        "vocabulary:\n" + "".join(
+            f"  {k}:\n    {v}: {{fi: x, en: x}}\n" for k, v in (
+                ("operation", "retain"), ("purpose", "p"), ("data_category", "name"), ("recipient_type", "authority"),
+                ("source", "s"), ("objection_scope", "marketing"), ("consent_purpose", "disclosure"),
+                ("request_type", "access"), ("legal_basis_type", "consent"), ("relationship", "active"))
+        ) + _TIMED_VOCAB_EXTRA, encoding="utf-8")
+    (folder / "timed.yaml").write_text(_TIMED, encoding="utf-8")
+    return folder
+
+
+def test_eval_at_with_events_decides_as_of_that_day(tmp_path: Path) -> None:
+    folder = _timed_folder(tmp_path)
+    req = '{"operation": "retain", "subject": {"id": "c-1"}}'
+    # one month from 31 January is 28 February: the day of is within, the day after is not
+    code, out, _ = run("eval", req, "--policies", str(folder), "--events", _EVENTS, "--at", "2026-02-28T23:00:00+02:00")
+    assert code == 0 and out.startswith("ALLOW") and "(GDPR 5(1)(e))" in out
+    code, out, _ = run("eval", req, "--policies", str(folder), "--events", _EVENTS, "--at", "2026-03-01T00:30:00+02:00")
+    assert code == 0 and out.startswith("DENY") and "default.deny" in out
+    # before the end, as the facts stood then: the relationship had not ended, nothing permits
+    code, out, _ = run("eval", req, "--policies", str(folder), "--events", _EVENTS, "--at", "2026-01-15T12:00:00Z",
+                       "--json", "--explain")
+    body = json.loads(out)
+    assert body["decision"] == "deny" and body["explain"][0]["when"]["held"] is False
+
+
+def test_eval_rejects_bad_events(tmp_path: Path) -> None:
+    folder = _timed_folder(tmp_path)
+    code, _, err = run("eval", '{"operation": "retain", "subject": {"id": "c"}}', "--policies", str(folder),
+                       "--events", '{"type": "x"}')
+    assert code == 2 and "--events" in err

@@ -303,3 +303,29 @@ def test_markdown_leaves_examples_out_rather_than_exceed_a_comment(setup: tuple[
     cut = diff.render_markdown(report)
     assert "#### `processing.purposes`" in cut and "#### `default.deny`" not in cut
     assert cut.endswith("_Examples of the other 2 rules left out to fit a comment; `--format json` has them all._")
+
+
+def test_a_line_logged_before_dated_facts_replays_with_defaults(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """A v1 log line (no recipient.country, no dated facts, reasons without law) still replays."""
+    old, new, _ = setup
+    line = {"decision_id": "dec_old", "time": "2025-06-01T08:00:00+00:00", "decision": "allow",
+            "request": {"operation": "disclose", "data_categories": [], "recipient": {"type": "authority"},
+                        "legal_basis": {"type": "legal_obligation"}, "subject": {"id": "hs_x"}},
+            "facts": {"consents": [], "objections": [], "relationship": "active", "erasure_requested": False,
+                      "access_requests": [], "last_access_request_at": None},
+            "rules": ["disclosure.authority"], "obligations": [], "policy_version": "v1"}
+    log = tmp_path / "v1.jsonl"
+    log.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    code, out, _ = run(str(old), str(new), "--log", str(log), "--no-cases", "--format", "json")
+    summary = json.loads(out)["summary"]
+    assert code == 0 and summary["replayed"] == 1 and summary["invalid_in_both"] == 0, summary
+    assert summary["log_mismatches"] == 0  # the old line's own decision is what v2 gives
+
+
+def test_a_change_that_only_adds_citations_changes_nothing(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    old, _, log = setup
+    cited = folder(tmp_path / "cited")
+    edit(cited, "processing.yaml", "  - id: deletion.always\n", "  - id: deletion.always\n    law: [GDPR 17(1)]\n")
+    code, out, _ = run(str(old), str(cited), "--log", str(log), "--format", "json")
+    assert code == 0, out
+    assert json.loads(out)["summary"]["changed"] == 0

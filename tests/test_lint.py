@@ -250,3 +250,37 @@ def test_a_rule_that_matches_somewhere_never_gets_never_matches() -> None:
     live = Rule("live", "permit", All((In("purpose", ("a", None)), Not(Eq("purpose", "a")))), Text("x", "x"), "§", "p")
     ps = PolicySet(VOCAB, (Policy("p", Text("p", "p"), "§", (dead, live), "p.yaml"),), "v")
     assert [(w.code, w.message.split()[1]) for w in lint_policy_set(ps)] == [("rule_never_matches", "dead")]
+
+
+_TIMED_LINT = """\
+policy: timed
+title: {fi: Aika, en: Time}
+source: "§8"
+rules:
+  - id: timed.both-within-and-past
+    effect: forbid
+    when:
+      operation: retain
+      subject.relationship_ended_at: {within: 1 month}
+      not: {subject.relationship_ended_at: {within: 1 month}}
+    reason: {fi: x, en: x}
+  - id: timed.within-a-month
+    effect: permit
+    when: {operation: retain, subject.relationship_ended_at: {within: 1 month}}
+    reason: {fi: x, en: x}
+  - id: timed.within-a-year
+    effect: permit
+    when: {operation: retain, subject.relationship_ended_at: {within: 1 year}}
+    reason: {fi: x, en: x}
+"""
+
+
+def test_duration_conditions_are_linted_soundly(tmp_path: Path) -> None:
+    """A contradiction over one period is proved; two periods of one path are not confused."""
+    from kti_policy.lint import lint_policy_set
+
+    folder = tmp_path / "p"
+    shutil.copytree(DATA / "clean", folder, ignore=shutil.ignore_patterns("disclosure.yaml", "processing.yaml", "requests.yaml"))
+    (folder / "timed.yaml").write_text(_TIMED_LINT, encoding="utf-8")
+    found = {w.message.split()[1]: w.code for w in lint_policy_set(load_policy_set(folder))}
+    assert found == {"timed.both-within-and-past": "rule_never_matches"}

@@ -283,7 +283,8 @@ def clear_marker(token: str) -> str:
 
 
 def expected_facts(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """CONTRACT section 3, independently: the later occurred_at wins, an erasure stays."""
+    """CONTRACT section 3, independently: the later occurred_at wins; an erasure request withdraws the
+    consents given before it and stays until a relationship starts after it (RULES R2, R5)."""
     consents: set[str] = set()
     objections: set[str] = set()
     relationship = None
@@ -301,8 +302,10 @@ def expected_facts(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             objections.discard(d["scope"])
         elif t == "erasure.requested":
             erasure = True
+            consents.clear()
         elif t == "relationship.started":
             relationship = "active"
+            erasure = False
         elif t == "relationship.ended":
             relationship = "ended"
         elif t == "access_request.received":

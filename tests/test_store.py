@@ -134,7 +134,7 @@ def test_facts_fold_out_of_order_and_erasure_sticks(make_store: Any) -> None:
                 s,
                 "2026-03-06T10:00:00Z",
             ),
-            ev(7, "relationship.started", s, "2026-03-07T10:00:00Z"),
+            ev(7, "relationship.started", s, "2026-03-05T12:00:00Z"),  # before the erasure request (R5)
             ev(8, "relationship.ended", s, "2026-03-08T10:00:00Z"),
             ev(
                 9,

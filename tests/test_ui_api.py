@@ -8,6 +8,7 @@ shipped policy tests run against the edited set.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -235,7 +236,7 @@ def test_evaluate_without_files_is_the_loaded_set(client: Any) -> None:
     d = body["edited"]["decision"]
     assert d["decision"] == "deny" and d["allowed"] is False
     assert d["reasons"] == [{"rule": "disclosure.other", "effect": "forbid",
-                             "message": "Any other disclosure is forbidden.", "source": "§7"}]
+                             "message": "Any other disclosure is forbidden.", "source": "§7", "law": []}]
     assert body["loaded"]["decision"]["reasons"] == d["reasons"]
     assert body["edited"]["policy_version"] == client.get("/v1/policies").get_json()["policy_version"]
     (explained,) = body["edited"]["explanations"]
@@ -493,3 +494,31 @@ def test_openapi_documents_the_playground(client: Any) -> None:
     assert "text/html" in paths["/ui"]["get"]["responses"]["200"]["content"]
     validator = pytest.importorskip("openapi_spec_validator")
     validator.validate(spec)
+
+
+_TIMED_FILE = """\
+policy: timed
+title: {fi: Aika, en: Time}
+source: "§8"
+rules:
+  - id: timed.collect-in-the-first-month
+    effect: permit
+    law: [GDPR 6(1)(b)]
+    when: {operation: collect, subject.relationship_started_at: {within: 1 month}}
+    reason: {fi: Ensimmäisen kuukauden ajan., en: In the first month of the relationship.}
+"""
+
+
+@pytest.mark.parametrize(("at", "rules"), [
+    ("2026-02-28T22:00:00+02:00", ["timed.collect-in-the-first-month"]),  # the period's last day
+    ("2026-03-01T01:00:00+02:00", ["default.deny"]),  # the day after
+])
+def test_dated_facts_and_at_in_the_playground(client: Any, at: str, rules: list[str]) -> None:
+    op = {"operation": "collect", "source": "web_scraping", "subject": {"id": "c"}, "at": at}
+    body = evaluate(client, {"timed.yaml": _TIMED_FILE}, op,
+                    {"relationship": "active", "relationship_started_at": "2026-01-31T10:00:00+02:00"}).get_json()
+    side = body["edited"]
+    assert [r["rule"] for r in side["decision"]["reasons"]] == rules
+    if rules[0].startswith("timed"):
+        assert side["decision"]["reasons"][0]["law"] == ["GDPR 6(1)(b)"]
+        assert "1 month" in json.dumps(side["explanations"])

@@ -147,20 +147,38 @@ def test_cmd(directory: str, junit: str | None, coverage: bool, verbose: bool) -
               show_default="$KTI_POLICY_DIR or ./policies")
 @click.option("--lang", type=click.Choice(["en", "fi"]), default="en")
 @click.option("--facts", "facts_json", default=None, help="Recorded facts as JSON (as in policy tests).")
+@click.option("--events", "events_json", default=None,
+              help="Recorded events as a JSON list of {type, occurred_at, data}, folded as they stood at --at.")
+@click.option("--at", "at", default=None, help="Decide as at this ISO 8601 time (the request's 'at').")
 @click.option("--explain", is_flag=True, help="Show which conditions of each rule held.")
 @click.option("--json", "as_json", is_flag=True, help="Print the response body as JSON.")
-def eval_cmd(request_json: str, directory: str, lang: str, facts_json: str | None, explain: bool, as_json: bool) -> None:
-    """Decide one request (JSON, or - for stdin) and print it with its reasons."""
+def eval_cmd(request_json: str, directory: str, lang: str, facts_json: str | None, events_json: str | None,
+             at: str | None, explain: bool, as_json: bool) -> None:
+    """Decide one request (JSON, or - for stdin) and print it with its reasons.
+
+    With --at the request is decided as at that time (deadlines and duration conditions count to
+    it); with --events the subject's facts are the events folded as they stood then (as-of)."""
     from .conditions import explain_rule
     from .decision import Decider, build_context
-    from .facts import SubjectFacts
+    from .facts import FactEvent, SubjectFacts, fold_events, parse_time
     from .operation import parse_operation
 
     raw = sys.stdin.read() if request_json == "-" else request_json
     try:
         body = json.loads(raw)
         facts = SubjectFacts.from_dict(json.loads(facts_json)) if facts_json else SubjectFacts()
-    except (json.JSONDecodeError, ValueError) as exc:
+        if at is not None and isinstance(body, dict):
+            body["at"] = at
+        if events_json:
+            events = json.loads(events_json)
+            if not isinstance(events, list):
+                raise ValueError("--events must be a JSON list of {type, occurred_at, data}")
+            when = parse_time(body["at"]) if isinstance(body, dict) and body.get("at") else None
+            facts = fold_events(
+                (FactEvent(e["type"], parse_time(e["occurred_at"]), e.get("data") or {}, i) for i, e in enumerate(events)),
+                when,
+            )
+    except (json.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
         click.echo(f"error: not valid JSON: {exc}", err=True)
         sys.exit(2)
     try:
@@ -184,6 +202,8 @@ def eval_cmd(request_json: str, directory: str, lang: str, facts_json: str | Non
     click.echo(f"{out['decision'].upper()}  (policy {out['policy_version']})")
     for r in out["reasons"]:
         cite = f" [{r['source']}]" if r["source"] else ""
+        if r.get("law"):
+            cite += f" ({', '.join(r['law'])})"
         click.echo(f"  {r['effect']:<6} {r['rule']}{cite}: {r['message']}")
     for o in out["obligations"]:
         detail = o.get("due") or ("chargeable" if o.get("chargeable") else "free")

@@ -326,7 +326,7 @@ class Replayer:
     def _parse(self, request: Any, side: _Side) -> Operation | Outcome:
         """An operation, or an ``invalid`` outcome when only the vocabulary objects (RequestError otherwise)."""
         try:
-            return parse_operation(request, side.vocabulary)
+            return parse_operation(request, side.vocabulary, replay=True)
         except UnknownVocabularyId as exc:
             return Outcome("invalid", error=exc.message)
 

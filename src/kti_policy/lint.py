@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from . import durations
 from .conditions import condition_to_data, leaf_text
 from .errors import PolicyError, Position
 from .fields import FIELDS
@@ -34,6 +35,7 @@ from .model import (
     Const,
     Contains,
     ContainsAny,
+    Elapsed,
     Eq,
     In,
     Not,
@@ -111,7 +113,17 @@ class Domains:
                 self.scalars[path] = frozenset(values)
 
     def of(self, var: Var) -> frozenset[Any]:
-        return frozenset((True, False)) if isinstance(var, tuple) else self.scalars[var]
+        if isinstance(var, tuple):
+            return frozenset((True, False))
+        if var not in self.scalars and "@" in var:  # a duration condition's none/within/past
+            return frozenset(durations.STATES)
+        return self.scalars[var]
+
+
+def elapsed_var(cond: Elapsed) -> str:
+    """One variable per (time path, period): where the operation stands against that period. Periods
+    of one path are independent variables, which over-approximates (sound for warnings)."""
+    return f"{cond.path}@{cond.period.key}"
 
 
 def _leaves(cond: Condition | None) -> Iterator[Any]:
@@ -182,6 +194,8 @@ class Translator:
                 held = [self.member(cond.path, v, False) for v in self.d.members[cond.path]]
                 return _or(held) if given else _and([self.member(cond.path, v, True) for v in self.d.members[cond.path]])
             return self.atom(cond.path, {None}, given)
+        if isinstance(cond, Elapsed):
+            return self.atom(elapsed_var(cond), {durations.WITHIN if cond.within else durations.PAST}, neg)
         if isinstance(cond, All):
             parts = [self.formula(c, neg) for c in cond.items]
             return _or(parts) if neg else _and(parts)

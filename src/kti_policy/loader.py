@@ -237,12 +237,18 @@ def _build_lists(root: LMap, ck: _Checker) -> dict[str, NamedList]:
         if "checked" in m and not (isinstance(checked, str) and re.match(r"^\d{4}-\d{2}-\d{2}$", checked)) and not hasattr(checked, "isoformat"):
             ck.err("wrong_type", f"{where}.checked must be the date it was checked, YYYY-MM-DD", m.at("checked"))
         values = m.get("values")
-        if not isinstance(values, LList) or not values or not all(isinstance(v, str) and v for v in values):
+        if not isinstance(values, LList) or not values:
             ck.err("wrong_type", f"{where}.values must be a non-empty list of strings", m.at("values") if "values" in m else m.pos)
             continue
+        bad = [i for i, v in enumerate(values) if not (isinstance(v, str) and v)]
+        if bad:
+            v = values[bad[0]]
+            hint = " (YAML reads NO, YES, ON and OFF as booleans: quote them, e.g. \"NO\")" if isinstance(v, bool) else ""
+            ck.err("wrong_type", f"{where}.values[{bad[0]}] must be a string, not {_kind(v)}{hint}", values.at(bad[0]))
+            continue
         if label is not None:
-            source = m.get("source") if isinstance(m.get("source"), str) else ""
-            out[name] = NamedList(name, tuple(values), label, str(checked or ""), source)
+            source = m.get("source")
+            out[name] = NamedList(name, tuple(values), label, str(checked or ""), source if isinstance(source, str) else "")
     return out
 
 
@@ -281,9 +287,9 @@ def _build_laws(root: LMap, ck: _Checker) -> dict[str, Law]:
             continue
         ck.keys(m, ("title", "url"), ("title",), where)
         title = ck.text(m, "title", where)
-        url = m.get("url") if isinstance(m.get("url"), str) else ""
+        url = m.get("url")
         if title is not None:
-            out[name] = Law(name, title, url)
+            out[name] = Law(name, title, url if isinstance(url, str) else "")
     return out
 
 

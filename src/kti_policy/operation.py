@@ -8,6 +8,7 @@ Neither ever turns into a deny: a client error is a 400, not a decision.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,10 @@ from .facts import RELATIONSHIPS
 from .model import Vocabulary
 
 MAX_ID_LENGTH = 256
+# Set while replaying decisions logged before CONTRACT v2 (``kti-policy diff``): the fields v2 made
+# required (recipient.country for disclose, cookie for store_cookie) may be missing there, and
+# read as "not given", as they did when the decision was made.
+_REPLAYING: ContextVar[bool] = ContextVar("kti_replaying", default=False)
 MAX_LIST = 100
 
 
@@ -111,8 +116,10 @@ class OperationSchema(_Base):
     @validates_schema
     def _needed(self, data: dict[str, Any], **_: Any) -> None:
         op = data.get("operation")
-        needs = {"process": "purpose", "disclose": "recipient", "subject_request": "request", "collect": "source",
-                 "store_cookie": "cookie"}
+        replay = _REPLAYING.get()
+        needs = {"process": "purpose", "disclose": "recipient", "subject_request": "request", "collect": "source"}
+        if not replay:
+            needs["store_cookie"] = "cookie"
         errors: dict[str, Any] = {}
         if op != "store_cookie" and "subject" not in data:
             errors["subject"] = [f"required for operation {op!r}"]
@@ -120,7 +127,7 @@ class OperationSchema(_Base):
             errors["subject"] = {"id": [f"required for operation {op!r}"]}
         if op in needs and needs[op] not in data:
             errors[needs[op]] = [f"required for operation {op!r}"]
-        if op == "disclose" and "recipient" in data and not data["recipient"].get("country"):
+        if op == "disclose" and "recipient" in data and not data["recipient"].get("country") and not replay:
             # a missing country must never count as Finland (RULES D6)
             errors["recipient"] = {"country": ["required for operation 'disclose'"]}
         request = data.get("request") or {}
@@ -190,8 +197,15 @@ class Operation:
         return out
 
 
-def parse_operation(body: Any, vocabulary: Vocabulary, field_prefix: str = "") -> Operation:
-    """Validate a request body against the schema and the vocabulary."""
+def parse_operation(body: Any, vocabulary: Vocabulary, field_prefix: str = "", replay: bool = False) -> Operation:
+    """Validate a request body against the schema and the vocabulary (``replay``: a logged request,
+    which may predate the fields CONTRACT v2 made required)."""
+    if replay:
+        token = _REPLAYING.set(True)
+        try:
+            return parse_operation(body, vocabulary, field_prefix)
+        finally:
+            _REPLAYING.reset(token)
     if not isinstance(body, Mapping):
         where = field_prefix.rstrip(".")
         raise RequestError(f"{where or 'the body'} must be a JSON object", {"field": where or None})

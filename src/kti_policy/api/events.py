@@ -26,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 bp = Blueprint("events", __name__)
 
-VOCABULARY_KINDS = ("consent_purpose", "objection_scope")
+VOCABULARY_KINDS = ("consent_purpose", "objection_scope", "subject_kind")
 
 
 def _state() -> Any:

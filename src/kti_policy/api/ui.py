@@ -129,8 +129,14 @@ class PlaygroundFactsSchema(Schema):
 
     consents = id_list()
     objections = id_list()
+    withdrawn_consents = id_list()
     relationship = id_field(allow_none=True)
     erasure_requested = strict_bool()
+    kind = id_field(allow_none=True)
+    restricted = strict_bool()
+    relationship_started_at = fields.AwareDateTime(default_timezone=UTC, allow_none=True)
+    relationship_ended_at = fields.AwareDateTime(default_timezone=UTC, allow_none=True)
+    erasure_requested_at = fields.AwareDateTime(default_timezone=UTC, allow_none=True)
     access_requests = fields.List(
         fields.AwareDateTime(default_timezone=UTC),
         validate=validate.Length(max=MAX_LIST),
@@ -354,13 +360,17 @@ def _edited_set(files: Mapping[str, str], loaded: Any) -> tuple[PolicySet, Any]:
 
 def _facts(data: Mapping[str, Any], vocabulary: Vocabulary) -> SubjectFacts:
     """Facts from the request, their ids checked against ``vocabulary`` like a request's."""
-    for key, kind in (("consents", "consent_purpose"), ("objections", "objection_scope")):
+    for key, kind in (("consents", "consent_purpose"), ("objections", "objection_scope"),
+                      ("withdrawn_consents", "consent_purpose")):
         for i, value in enumerate(data.get(key) or ()):
             if not vocabulary.knows(kind, value):
                 raise UnknownVocabularyId(f"facts.{key}[{i}]", value, vocabulary.ids(kind))
     rel = data.get("relationship")
     if rel is not None and not vocabulary.knows("relationship", rel):
         raise UnknownVocabularyId("facts.relationship", rel, vocabulary.ids("relationship"))
+    subject_kind = data.get("kind")
+    if subject_kind is not None and not vocabulary.knows("subject_kind", subject_kind):
+        raise UnknownVocabularyId("facts.kind", subject_kind, vocabulary.ids("subject_kind"))
     return SubjectFacts.from_dict(data)
 
 
