@@ -56,6 +56,13 @@ def component_schemas() -> dict[str, Any]:
         "ReloadResult": s.ReloadResultSchema,
         "Health": s.HealthSchema,
         "Ready": s.ReadySchema,
+        "Event": s.EventSchema,
+        "EventBatchRequest": s.EventBatchRequestSchema,
+        "EventRecord": s.EventRecordSchema,
+        "EventBatchResult": s.EventBatchResultSchema,
+        "SubjectView": s.SubjectViewSchema,
+        "Delivery": s.DeliverySchema,
+        "DeliveryList": s.DeliveryListSchema,
     }
 
 
@@ -129,7 +136,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
         except Exception:
             log.warning("openapi: the docstring YAML of %s does not parse", rule.endpoint)
             documented = {}
-        summary = (view.__doc__ or rule.endpoint).strip().splitlines()[0].strip()
+        # a view without a docstring still gets words, not "events.post_event"
+        fallback = rule.endpoint.rpartition(".")[2].replace("_", " ").capitalize()
+        summary = (view.__doc__ or fallback).strip().splitlines()[0].strip()
         role = getattr(view, "required_role", None)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             m = method.lower()
