@@ -91,7 +91,7 @@ def test_properties_are_inline_facts_and_action_fields(app_client: Any) -> None:
         ({"action": {"name": "disclose", "properties": {"colour": "red"}}}, 400, "bad_request",
          "action.properties.colour"),
         ({"context": {"time": "1985-10-26T01:22-07:00"}}, 400, "bad_request", "context.time"),
-        ({"context": {"recipient": {"type": "partner"}}}, 400, "unknown_vocabulary_id",
+        ({"context": {"recipient": {"type": "partner", "country": "FI"}}}, 400, "unknown_vocabulary_id",
          "context.recipient.type"),
         ({"context": {"recipient": {"country": "FI"}}}, 400, "bad_request", "context.recipient.type"),
         ({"subject": {"type": "user"}}, 400, "bad_request", "subject.id"),

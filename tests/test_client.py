@@ -67,7 +67,7 @@ def test_allow_is_a_typed_decision(kti: Client) -> None:
 
 def test_deny_with_reasons_and_obligations_in_finnish(server: GunicornServer) -> None:
     with Client(server.url, api_key="q-key", language="fi") as kti:
-        d = kti.decide({"operation": "disclose", "recipient": {"type": "third_party"}},
+        d = kti.decide({"operation": "disclose", "recipient": {"type": "third_party", "country": "FI"}},
                        subject=new_id())
         assert not d.allowed and d.rules == ["disclosure.other"]
         assert d.reasons[0].effect == "forbid" and d.reasons[0].message
@@ -80,7 +80,7 @@ def test_deny_with_reasons_and_obligations_in_finnish(server: GunicornServer) ->
 
 def kti_en_message(server: GunicornServer, d: Decision) -> str:
     with Client(server.url, api_key="q-key", language="en") as en:
-        return en.decide(operation="disclose", recipient={"type": "third_party"},
+        return en.decide(operation="disclose", recipient={"type": "third_party", "country": "FI"},
                          subject="x").reasons[0].message
 
 
@@ -107,14 +107,14 @@ def test_events_change_decisions_and_subject_reads_them(kti: Client) -> None:
 def test_decide_many_in_order(kti: Client) -> None:
     got = kti.decide_many([
         {"operation": "disclose", "recipient": AUTHORITY, "legal_basis": LEGAL, "subject": "a"},
-        {"operation": "disclose", "recipient": {"type": "third_party"}, "subject": "b"},
+        {"operation": "disclose", "recipient": {"type": "third_party", "country": "FI"}, "subject": "b"},
     ])
     assert [d.allowed for d in got] == [True, False]
 
 
 def test_a_400_is_a_typed_error_naming_the_field(kti: Client) -> None:
     with pytest.raises(BadRequest) as unknown:
-        kti.decide(operation="disclose", recipient={"type": "nope"}, subject="c-1")
+        kti.decide(operation="disclose", recipient={"type": "nope", "country": "FI"}, subject="c-1")
     assert unknown.value.status == 400 and unknown.value.code == "unknown_vocabulary_id"
     assert unknown.value.field == "recipient.type" and "authority" in unknown.value.details["known"]
     with pytest.raises(BadRequest) as shape:
@@ -238,7 +238,7 @@ def test_async_client(server: GunicornServer, tmp_path: Path) -> None:
             allowed, denied = await asyncio.gather(
                 kti.decide(operation="disclose", recipient=AUTHORITY, legal_basis=LEGAL,
                            subject=sid),
-                kti.decide(operation="disclose", recipient={"type": "third_party"}, subject=sid),
+                kti.decide(operation="disclose", recipient={"type": "third_party", "country": "FI"}, subject=sid),
             )
             assert allowed.allowed and not denied.allowed
             event = await kti.record_event("consent.granted", sid, {"purpose": "disclosure"})
@@ -246,7 +246,7 @@ def test_async_client(server: GunicornServer, tmp_path: Path) -> None:
             view = await kti.subject(sid)
             assert view is not None and view.consents == ("disclosure",)
             assert (await kti.decide_many([{"operation": "disclose", "subject": sid,
-                                            "recipient": {"type": "third_party"}}]))[0].allowed
+                                            "recipient": {"type": "third_party", "country": "FI"}}]))[0].allowed
 
             @kti.requires(operation="process", purpose="site_statistics", subject=sid, data_categories=["health"])
             async def research() -> str:

@@ -131,7 +131,7 @@ def test_every_operation_through_the_generated_client(server: GunicornServer, ge
             body=model("BatchRequest").from_dict({"operations": [decision_body, decision_body]}))
     assert [d.allowed for d in r.parsed.decisions] == [True, True]
     r = run("decisions_decide_one_post",
-            body=model("Operation").from_dict({**decision_body, "recipient": {"type": "nope"}}))
+            body=model("Operation").from_dict({**decision_body, "recipient": {"type": "nope", "country": "FI"}}))
     assert r.status_code == HTTPStatus.BAD_REQUEST and isinstance(r.parsed, model("Error"))
     assert r.parsed.details.additional_properties["field"] == "recipient.type"
 
@@ -196,7 +196,7 @@ def test_every_operation_through_the_generated_client(server: GunicornServer, ge
     many = {"subject": evaluation["subject"], "action": evaluation["action"],
             "resource": evaluation["resource"],
             "evaluations": [{"context": evaluation["context"]},
-                            {"context": {"recipient": {"type": "third_party"}}}]}
+                            {"context": {"recipient": {"type": "third_party", "country": "FI"}}}]}
     r = run("authzen_evaluations_post", body=model("AuthzenEvaluationsRequest").from_dict(many))
     assert [e.decision for e in r.parsed.evaluations] == [True, False]
 
