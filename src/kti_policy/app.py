@@ -69,18 +69,24 @@ class KtiState:
     def subject_key(self, subject_id: str | None) -> str | None:
         return None if subject_id is None else self.pseudonymizer.subject_key(subject_id)
 
-    def record_decisions(self, decisions: Sequence[Any]) -> None:
-        """Count the decisions and write their log lines (one write for the lot)."""
+    def record_decisions(
+        self, decisions: Sequence[Any], extra: Sequence[Mapping[str, Any]] | None = None
+    ) -> None:
+        """Count the decisions and write their log lines (one write for the lot).
+
+        ``extra[i]`` is added to the log line of ``decisions[i]`` (AuthZEN logs its ``caller``).
+        """
         for d in decisions:
             self.metrics.decisions.labels(decision=d.decision, operation=d.operation.operation).inc()
         if self.decision_log.enabled:
             keys: dict[str, str | None] = {}
             records = []
-            for d in decisions:
+            for i, d in enumerate(decisions):
                 sid = d.operation.subject_id
                 if sid not in keys:
                     keys[sid] = self.subject_key(sid)
-                records.append(d.log_record(keys[sid]))
+                record = d.log_record(keys[sid])
+                records.append({**record, **extra[i]} if extra else record)
             try:
                 self.decision_log.write_many(records)
             except OSError:
@@ -150,10 +156,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     log.debug("configuration: %s", public_view(cfg))
 
     register_error_handlers(app)
-    from .api import decisions, ops, policies, ui
+    from .api import authzen, decisions, ops, policies, ui
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(decisions.bp)
+    app.register_blueprint(authzen.bp)
     app.register_blueprint(policies.bp)
     app.register_blueprint(ui.bp)
     try:

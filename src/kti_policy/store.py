@@ -236,7 +236,7 @@ def validate_event(
             index,
         )
     etype = raw.get("type")
-    if etype not in EVENT_TYPES:
+    if not isinstance(etype, str) or etype not in EVENT_TYPES:  # a list is unhashable
         raise _bad(
             f"{prefix}type",
             f"unknown event type {etype!r}; known types: {', '.join(EVENT_TYPES)}",

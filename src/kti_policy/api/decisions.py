@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,7 +96,17 @@ def _fail_closed(op: Operation, version: str, fault: str) -> Decision:
     )
 
 
-def _decide_all(ops: list[Operation]) -> list[Decision]:
+def decide_operations(
+    ops: list[Operation],
+    stop: Callable[[Decision], bool] | None = None,
+    log_extra: list[dict[str, Any]] | None = None,
+) -> list[Decision]:
+    """Decide ``ops`` in order with one policy set and one facts read; count and log each.
+
+    ``stop`` ends the run after the first decision it is true for (AuthZEN's short-circuit
+    semantics): the operations after it are neither decided nor logged. ``log_extra[i]`` is added
+    to the decision-log line of ``ops[i]``.
+    """
     state = _state()
     loaded = state.loaded()  # one policy set for the whole request, even across a reload
     decider = loaded.decider
@@ -114,7 +125,9 @@ def _decide_all(ops: list[Operation]) -> list[Decision]:
             log.exception("decide raised; answering deny")
             decision = _fail_closed(op, loaded.version, f"{type(exc).__name__}")
         out.append(decision)
-    state.record_decisions(out)
+        if stop is not None and stop(decision):
+            break
+    state.record_decisions(out, log_extra)
     return out
 
 
@@ -159,7 +172,7 @@ def decide_one() -> Any:
     lang = negotiated_language()
     vocabulary = _state().loaded().policy_set.vocabulary
     op = _parse_one(body, vocabulary)
-    decision = _decide_all([op])[0]
+    decision = decide_operations([op])[0]
     _state().observe_decision_latency("single", time.perf_counter() - started)
     return jsonify(decision.to_dict(lang))
 
@@ -200,6 +213,6 @@ def decide_batch() -> Any:
         )
     vocabulary = _state().loaded().policy_set.vocabulary
     ops = [_parse_one(item, vocabulary, i) for i, item in enumerate(items)]
-    decisions = _decide_all(ops)
+    decisions = decide_operations(ops)
     _state().observe_decision_latency("batch", time.perf_counter() - started)
     return jsonify({"decisions": [d.to_dict(lang) for d in decisions]})

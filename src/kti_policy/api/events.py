@@ -72,6 +72,36 @@ def _body() -> dict[str, Any]:
 @bp.post("/v1/events")
 @ingest_auth
 def post_event() -> Any:
+    """Record one event.
+    ---
+    post:
+      summary: Record an event
+      description: >-
+        Idempotent on `id`: 201 when recorded, 200 with the same body when the same id (and
+        content) arrives again. With KTI_INBOUND_WEBHOOK_SECRET set, a Standard Webhooks signature
+        replaces the API key.
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: Event
+      responses:
+        201:
+          description: recorded
+          content:
+            application/json:
+              schema: EventRecord
+        200:
+          description: this id was recorded before; nothing changed
+          content:
+            application/json:
+              schema: EventRecord
+        409:
+          description: the same id was recorded before with other content
+          content:
+            application/json:
+              schema: Error
+    """
     result = _state().store.record_events([_body()], _vocabulary(), batch=False)[0]
     return jsonify(result.to_dict()), 201 if result.created else 200
 
@@ -79,6 +109,35 @@ def post_event() -> Any:
 @bp.post("/v1/events/batch")
 @ingest_auth
 def post_events_batch() -> Any:
+    """Record up to 1000 events at once, all or none.
+    ---
+    post:
+      summary: Record several events at once
+      description: >-
+        All or none: one bad event makes the whole batch a 400 naming its index. 201 when any
+        event was new, else 200; each item says whether it was `created`.
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: EventBatchRequest
+      responses:
+        201:
+          description: at least one event was new
+          content:
+            application/json:
+              schema: EventBatchResult
+        200:
+          description: every event had been recorded before
+          content:
+            application/json:
+              schema: EventBatchResult
+        409:
+          description: the same id was recorded before with other content
+          content:
+            application/json:
+              schema: Error
+    """
     body = _body()
     events = body.get("events")
     unknown = sorted(set(body) - {"events"})
@@ -102,6 +161,18 @@ def post_events_batch() -> Any:
 @bp.get("/v1/subjects/<path:subject_id>")
 @_role("query")
 def get_subject(subject_id: str) -> Any:
+    """A subject's current facts and event history.
+    ---
+    get:
+      summary: A subject's facts and history
+      description: Keyed by the pseudonym; the clear id is not stored. 404 when no event names it.
+      responses:
+        200:
+          description: the facts folded from the events, and the events
+          content:
+            application/json:
+              schema: SubjectView
+    """
     view = _state().store.subject_view(subject_id)
     if view is None:
         raise NotFound("no events are recorded for this subject", {})
@@ -111,6 +182,26 @@ def get_subject(subject_id: str) -> Any:
 @bp.get("/v1/hooks/deliveries")
 @_role("admin")
 def list_deliveries() -> Any:
+    """Webhook deliveries, newest first, each with its attempts.
+    ---
+    get:
+      summary: List webhook deliveries
+      parameters:
+        - {in: query, name: status, schema: {type: string, enum: [pending, delivered, dead]}}
+        - {in: query, name: subscription_id, schema: {type: string}}
+        - {in: query, name: limit, schema: {type: integer, minimum: 1, maximum: 1000, default: 100}}
+      responses:
+        200:
+          description: the deliveries (never their bodies)
+          content:
+            application/json:
+              schema: DeliveryList
+        400:
+          description: a bad status or limit
+          content:
+            application/json:
+              schema: Error
+    """
     try:
         limit = int(request.args.get("limit", 100))
     except ValueError:
@@ -128,6 +219,23 @@ def list_deliveries() -> Any:
 @bp.post("/v1/hooks/deliveries/<int:delivery_id>/retry")
 @_role("admin")
 def retry_delivery(delivery_id: int) -> Any:
+    """Send a dead delivery again now.
+    ---
+    post:
+      summary: Retry a dead webhook delivery
+      description: No request body. One more attempt now; dead again if it fails.
+      responses:
+        200:
+          description: the delivery, pending again
+          content:
+            application/json:
+              schema: Delivery
+        400:
+          description: the delivery is not dead
+          content:
+            application/json:
+              schema: Error
+    """
     if delivery_id > 2**63 - 1:  # beyond any database id (SQLite would raise OverflowError)
         raise NotFound(f"no delivery {delivery_id}", {"id": delivery_id})
     return jsonify(_state().store.retry_delivery(delivery_id))

@@ -166,3 +166,82 @@ def _json_type(value: Any) -> str:
     return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number"
     )
+
+
+# -- events, subjects and deliveries (CONTRACT sections 3 and 4) --------------------------------
+# ``Store.record_events`` checks events itself (with the vocabulary); these document the shapes.
+
+
+class EventSchema(Schema):
+    id = fields.String(required=True, metadata={"description": "unique event id, for idempotency"})
+    type = fields.String(required=True, metadata={
+        "description": "consent.granted, consent.withdrawn, objection.registered, "
+                       "objection.withdrawn, erasure.requested, relationship.started, "
+                       "relationship.ended, access_request.received, ..."})
+    subject_id = fields.String(required=True, metadata={"description": "the caller's customer id"})
+    occurred_at = fields.DateTime(required=True, metadata={"description": "ISO 8601 with offset"})
+    data = fields.Dict(metadata={"description": "per type, e.g. {\"purpose\": \"disclosure\"}"})
+
+
+class EventBatchRequestSchema(Schema):
+    events = fields.List(fields.Nested(EventSchema), required=True,
+                         validate=validate.Length(max=MAX_BATCH))
+
+
+class EventRecordSchema(Schema):
+    id = fields.String(required=True)
+    type = fields.String(required=True)
+    subject_key = fields.String(required=True, metadata={"description": "keyed hash of subject_id"})
+    occurred_at = fields.DateTime(required=True)
+    received_at = fields.DateTime(required=True)
+    sequence = fields.Integer(required=True, metadata={"description": "arrival order"})
+    data = fields.Dict(required=True)
+
+
+class EventBatchItemSchema(EventRecordSchema):
+    created = fields.Boolean(required=True, metadata={"description": "false for a repeated id"})
+
+
+class EventBatchResultSchema(Schema):
+    events = fields.List(fields.Nested(EventBatchItemSchema), required=True)
+    created = fields.Integer(required=True)
+    duplicates = fields.Integer(required=True)
+
+
+class SubjectViewSchema(Schema):
+    subject_key = fields.String(required=True)
+    consents = fields.List(fields.Raw(), required=True)
+    objections = fields.List(fields.Raw(), required=True)
+    relationship = fields.String(allow_none=True, metadata={"description": "active, ended or null"})
+    erasure_requested = fields.Boolean(required=True)
+    access_requests = fields.List(fields.String())
+    last_access_request_at = fields.String(allow_none=True)
+    history = fields.List(fields.Nested(EventRecordSchema), required=True)
+
+
+class DeliveryAttemptSchema(Schema):
+    at = fields.String(required=True)
+    outcome = fields.String(required=True)
+    status_code = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True)
+    duration_ms = fields.Float()
+
+
+class DeliverySchema(Schema):
+    id = fields.Integer(required=True)
+    subscription_id = fields.String(required=True)
+    event_id = fields.String(required=True)
+    event_type = fields.String(required=True)
+    status = fields.String(required=True,
+                           validate=validate.OneOf(["pending", "delivered", "dead"]))
+    attempt_count = fields.Integer(required=True)
+    next_attempt_at = fields.String(allow_none=True)
+    last_status_code = fields.Integer(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    created_at = fields.String(allow_none=True)
+    delivered_at = fields.String(allow_none=True)
+    attempts = fields.List(fields.Nested(DeliveryAttemptSchema), required=True)
+
+
+class DeliveryListSchema(Schema):
+    deliveries = fields.List(fields.Nested(DeliverySchema), required=True)
