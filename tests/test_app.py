@@ -401,3 +401,30 @@ def test_openapi_is_generated_and_covers_every_route(app_client: Any) -> None:
 def test_openapi_validates_as_openapi3(app_client: Any) -> None:
     validator = pytest.importorskip("openapi_spec_validator")
     validator.validate(app_client.get("/openapi.json").get_json())
+
+
+def _too_complex_rule() -> str:
+    """A rule no split brings under durable-rules' 32 expressions: an all of 16 four-way anys."""
+    codes = [a + b for a in "ABCDEFGH" for b in "ABCDE"]
+    groups = "\n".join(
+        f"        - any: [{{recipient.country: {codes[2 * i]}}}, {{purpose: customer_relationship}}, "
+        f"{{legal_basis.type: legal_obligation}}, {{recipient.country: {codes[2 * i + 1]}}}]"
+        for i in range(16)
+    )
+    return ("policy: big\ntitle: {fi: x, en: x}\nsource: \"§1\"\nrules:\n  - id: big.too-complex\n"
+            f"    effect: forbid\n    when:\n      all:\n{groups}\n    reason: {{fi: x, en: x}}\n")
+
+
+def test_reload_refuses_a_rule_too_complex_for_the_engine(app_config: dict[str, Any], tmp_path: Path) -> None:
+    pol = tmp_path / "pol"
+    shutil.copytree(app_config["KTI_POLICY_DIR"], pol)
+    app = create_app({**app_config, "KTI_POLICY_DIR": str(pol)})
+    client = app.test_client()
+    v1 = client.get("/v1/policies").get_json()["policy_version"]
+    (pol / "big.yaml").write_text(_too_complex_rule(), encoding="utf-8")
+    err = assert_error(client.post("/v1/policies/reload"), 422, "invalid_policies")
+    [problem] = err["details"]["errors"]
+    assert problem["code"] == "engine_limit" and problem["file"].endswith("big.yaml") and problem["line"] == 5
+    assert client.get("/v1/policies").get_json()["policy_version"] == v1
+    assert client.post("/v1/decisions", json=DISCLOSE_OK).get_json()["decision"] == "allow"
+    app.extensions["kti"].close()

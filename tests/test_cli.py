@@ -153,3 +153,17 @@ def test_eval_rejects_bad_events(tmp_path: Path) -> None:
     code, _, err = run("eval", '{"operation": "retain", "subject": {"id": "c"}}', "--policies", str(folder),
                        "--events", '{"type": "x"}')
     assert code == 2 and "--events" in err
+
+
+def test_check_names_a_rule_too_complex_for_the_engine(tmp_path: Path) -> None:
+    import shutil
+
+    from test_app import _too_complex_rule
+
+    folder = tmp_path / "p"
+    shutil.copytree(Path(__file__).parent / "data" / "clean", folder)
+    (folder / "big.yaml").write_text(_too_complex_rule(), encoding="utf-8")
+    code, _, err = run("check", str(folder))
+    assert code == 1
+    assert f"{folder / 'big.yaml'}:5:5: rule big.too-complex is too complex for the rule engine" in err + _
+    assert "[engine_limit]" in err + _

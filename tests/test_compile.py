@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kti_policy.compile import NONE, TRUE_KEY, compile_policy_set
+from kti_policy.compile import NONE, TRUE_KEY, _Collector, compile_policy_set, disjuncts
 from kti_policy.loader import load_policy_set
 from kti_policy.model import (
     All,
@@ -36,10 +36,9 @@ def one_rule(when: Condition, unless: Condition | None = None) -> PolicySet:
     return PolicySet(Vocabulary({}), (Policy("p", T, "§1", (rule,), "p.yaml"),), "v")
 
 
-def compiled_condition(when: Condition, unless: Condition | None = None) -> dict[str, Any]:
-    body = compile_policy_set(one_rule(when, unless)).rules["r"]
-    assert list(body) == ["all"] and len(body["all"]) == 1
-    return body["all"][0]["m"]
+def compiled_condition(when: Condition) -> dict[str, Any]:
+    """One condition in durable-rules JSON (what each part of a rule compiles to)."""
+    return _Collector().compile(when)
 
 
 @pytest.mark.parametrize(
@@ -73,10 +72,49 @@ def test_conditions_compile_to_nnf(cond: Condition, json: dict[str, Any]) -> Non
     assert compiled_condition(cond) == json
 
 
-def test_unless_is_negated_into_the_condition() -> None:
-    assert compiled_condition(Eq("operation", "a"), unless=Contains("subject.consents", "c")) == {
-        "$and": [{"f__operation": "a"}, {"m__subject__consents__c": False}]
-    }
+def test_unless_is_its_own_positive_parts() -> None:
+    c = compile_policy_set(one_rule(Eq("operation", "a"), unless=Contains("subject.consents", "c")))
+    assert c.rules == {"r#w0": {"all": [{"m": {"f__operation": "a"}}]},
+                       "r#u0": {"all": [{"m": {"m__subject__consents__c": True}}]}}
+    assert c.parts == {"r": (frozenset({"r#w0"}), frozenset({"r#u0"}))}
+    assert c.matched(frozenset({"r#w0"})) == {"r"}
+    assert c.matched(frozenset({"r#w0", "r#u0"})) == frozenset() and c.matched(frozenset({"r#u0"})) == frozenset()
+
+
+A, B, C = Eq("operation", "a"), Eq("purpose", "b"), Eq("source", "c")
+
+
+@pytest.mark.parametrize(
+    ("cond", "parts"),
+    [
+        (A, [A]),
+        (AnyOf((A, AnyOf((B, C)))), [A, B, C]),
+        (AnyOf(()), []),
+        (Not(All((A, B))), [Not(A), Not(B)]),
+        (Not(Not(AnyOf((A, B)))), [A, B]),
+        (Not(AnyOf((A, B))), [Not(AnyOf((A, B)))]),  # a conjunction stays one part
+        (All((A, AnyOf((B, C)))), [All((A, B)), All((A, C))]),
+        (All((A, B)), [All((A, B))]),
+    ],
+)
+def test_rules_split_into_disjuncts(cond: Condition, parts: list[Condition]) -> None:
+    assert disjuncts(cond) == parts
+
+
+def test_a_long_unless_is_split_so_durable_rules_takes_it() -> None:
+    """40 exceptions of four conditions each: one durable condition would exceed 32 expressions."""
+    from kti_policy.conditions import matching_rules
+    from kti_policy.engine import Engine
+
+    exceptions = tuple(All((Eq("operation", f"op{i}"), Eq("purpose", "p"), Eq("source", "s"), Eq("channel", "c")))
+                       for i in range(40))
+    ps = one_rule(Eq("subject.erasure_requested", True), unless=AnyOf(exceptions))
+    compiled = compile_policy_set(ps)
+    assert len(compiled.parts["r"][1]) == 40
+    engine = Engine(compiled)
+    base = {"subject.erasure_requested": True, "purpose": "p", "source": "s", "channel": "c"}
+    for ctx in ({**base, "operation": "op7"}, {**base, "operation": "op99"}, {**base, "operation": "op7", "channel": "x"}):
+        assert engine.matches(compiled.projection.fact(ctx)) == matching_rules(ps.rules, ctx)
 
 
 def test_projection_reads_only_what_rules_use() -> None:
@@ -96,7 +134,8 @@ def test_ruleset_name_is_a_content_hash() -> None:
     a = compile_policy_set(load_policy_set(CLEAN))
     b = compile_policy_set(load_policy_set(CLEAN))
     assert a.name == b.name and a.name.startswith("kti_")
-    assert set(a.rules) == {r.id for r in load_policy_set(CLEAN).rules}
+    assert set(a.parts) == {r.id for r in load_policy_set(CLEAN).rules}
+    assert {name.split("#")[0] for name in a.rules} == set(a.parts)
     other = compile_policy_set(one_rule(Const(True)))
     assert other.name != a.name
     assert compile_policy_set(one_rule(Const(True))).name == other.name

@@ -54,6 +54,7 @@ def check(directory: str, hooks_dir: str | None, strict: bool, fmt: str) -> None
     problems += case_errors
     if policy_set is not None:
         problems += check_rule_references(cases, policy_set)
+        problems += _engine_problems(policy_set)
         problems += _lint(policy_set)
     hd = _hooks_dir(hooks_dir)
     if hd is not None:
@@ -78,6 +79,12 @@ def _check_hooks(directory: Path) -> list[PolicyError]:
     from .hooks import check_hooks
 
     return list(check_hooks(directory))
+
+
+def _engine_problems(policy_set: Any) -> list[PolicyError]:
+    from .decision import engine_problems
+
+    return engine_problems(policy_set)
 
 
 def _lint(policy_set: Any) -> list[PolicyError]:

@@ -11,14 +11,23 @@ matches ``$neq``, ``$nex`` can hang, ``$iall`` over an empty list never matches,
   field's presence into a boolean, so that no instant ever reaches the fact or the cache key,
 and the fact holds only the fields some rule reads (the *projection*), which also makes a good
 cache key: decisions that agree on every projected field get the same matches.
+
+durable-rules also caps one condition at 32 expressions (error 113, ``MAX_SEQUENCE_EXPRESSIONS``):
+a forbid whose ``unless`` lists every exception of a law quickly exceeds it. So a rule becomes
+several durable rules (*parts*): its ``when`` and its ``unless`` are each split into disjuncts
+(``any`` items, De Morgan on ``not all``, and ``all`` distributed over its ``any`` children while
+that stays small), each compiled on its own, the ``unless`` ones positively. A rule matches when
+one of its ``when`` parts fires and none of its ``unless`` parts does (``CompiledRuleset.matched``):
+exactly ``when and not unless``, with each part far from the cap.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import durations
@@ -116,8 +125,19 @@ class Projection:
 @dataclass(frozen=True)
 class CompiledRuleset:
     name: str  # durable-rules ruleset name: content hash, so a reload never re-registers a name
-    rules: Mapping[str, dict[str, Any]]  # rule id -> durable condition JSON (without "run")
+    rules: Mapping[str, dict[str, Any]]  # durable rule (part) name -> condition JSON (without "run")
     projection: Projection
+    # rule id -> (names of its when parts, names of its unless parts)
+    parts: Mapping[str, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
+
+    def matched(self, fired: frozenset[str]) -> frozenset[str]:
+        """Rule ids whose ``when`` part fired and no ``unless`` part did."""
+        return frozenset(rid for rid, (when, unless) in self.parts.items() if fired & when and not fired & unless)
+
+    def parts_of(self, rule_id: str) -> dict[str, dict[str, Any]]:
+        """The durable rules one policy rule became (to check each against the engine's limits)."""
+        when, unless = self.parts[rule_id]
+        return {name: self.rules[name] for name in sorted(when | unless)}
 
 
 class _Collector:
@@ -185,14 +205,44 @@ def _join(op: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
     return parts[0] if len(parts) == 1 else {op: parts}
 
 
+MAX_PARTS = 32  # distributing an ``all`` over its ``any`` children stops at this many disjuncts
+
+
+def disjuncts(cond: Condition) -> list[Condition]:
+    """``cond`` as a list of conditions of which it is the disjunction (``[]``: never holds)."""
+    if isinstance(cond, AnyOf):
+        return [d for item in cond.items for d in disjuncts(item)]
+    if isinstance(cond, Not):
+        inner = cond.item
+        if isinstance(inner, Not):
+            return disjuncts(inner.item)
+        if isinstance(inner, All):
+            return [d for item in inner.items for d in disjuncts(Not(item))]
+        return [cond]
+    if isinstance(cond, All) and any(isinstance(i, (AnyOf, Not)) for i in cond.items):
+        options = [disjuncts(item) for item in cond.items]
+        size = 1
+        for o in options:
+            size *= len(o)
+        if size <= MAX_PARTS:
+            return [All(tuple(combo)) for combo in itertools.product(*options)]
+    return [cond]
+
+
 def compile_policy_set(policy_set: PolicySet) -> CompiledRuleset:
     col = _Collector()
     rules: dict[str, dict[str, Any]] = {}
+    parts: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
     for rule in policy_set.rules:
-        cond = col.compile(rule.when)
-        if rule.unless is not None:
-            cond = {"$and": [cond, col.compile(rule.unless, neg=True)]}
-        rules[rule.id] = {"all": [{"m": cond}]}
+        names: list[list[str]] = [[], []]
+        for side, cond in enumerate((rule.when, rule.unless)):
+            if cond is None:
+                continue
+            for i, part in enumerate(disjuncts(cond)):
+                name = f"{rule.id}#{'wu'[side]}{i}"
+                rules[name] = {"all": [{"m": col.compile(part)}]}
+                names[side].append(name)
+        parts[rule.id] = (frozenset(names[0]), frozenset(names[1]))
     projection = Projection(
         tuple(sorted(col.scalars)),
         tuple(sorted(col.members)),
@@ -202,4 +252,4 @@ def compile_policy_set(policy_set: PolicySet) -> CompiledRuleset:
     )
     body = json.dumps(rules, sort_keys=True, ensure_ascii=False).encode()
     name = "kti_" + hashlib.sha256(body).hexdigest()[:20]
-    return CompiledRuleset(name, rules, projection)
+    return CompiledRuleset(name, rules, projection, parts)

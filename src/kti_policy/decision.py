@@ -18,7 +18,8 @@ from typing import Any
 from . import obligations as obl
 from .compile import compile_policy_set
 from .conditions import AT, matching_rules
-from .engine import Engine
+from .engine import Engine, fits
+from .errors import EvalError, PolicyError, PolicyErrors, Position
 from .facts import SubjectFacts
 from .model import PolicySet, Rule, Text
 from .operation import Operation
@@ -146,6 +147,24 @@ def build_context(op: Operation, facts: SubjectFacts, now: datetime | None = Non
     }
 
 
+def engine_problems(policy_set: PolicySet, compiled: Any = None) -> list[PolicyError]:
+    """Rules durable-rules cannot take even split into parts (``engine_limit``), at their position:
+    ``kti-policy check`` reports them, and a reload refuses the set rather than serve without it."""
+    compiled = compiled or compile_policy_set(policy_set)
+    out = []
+    for rule in policy_set.rules:
+        error = fits(compiled.parts_of(rule.id))
+        if error is not None:
+            out.append(PolicyError(
+                "engine_limit",
+                f"rule {rule.id} is too complex for the rule engine ({error.strip()}; durable-rules allows "
+                "32 expressions per condition): split it into several rules, or name long value lists "
+                "with in_list",
+                rule.pos or Position(rule.policy),
+            ))
+    return out
+
+
 class Decider:
     """Decides operations against one policy set through durable-rules.
 
@@ -157,7 +176,13 @@ class Decider:
         self.policy_set = policy_set
         self.rules: dict[str, Rule] = {r.id: r for r in policy_set.rules}
         self.compiled = compile_policy_set(policy_set)
-        self.engine = Engine(self.compiled) if use_engine else None
+        self.engine = None
+        if use_engine:
+            try:
+                self.engine = Engine(self.compiled)
+            except EvalError as exc:
+                problems = engine_problems(policy_set, self.compiled)
+                raise (PolicyErrors(problems) if problems else exc) from exc
         self._cache: OrderedDict[tuple[Any, ...], frozenset[str]] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = Lock()

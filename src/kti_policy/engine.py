@@ -7,12 +7,17 @@ new ``sid`` per request. So we
 - register each compiled ruleset once, under a content-hash name, under a lock (a reload with the
   same content reuses it; new content gets a new name),
 - evaluate by *asserting a fact* (every matching rule fires) in one state (sid "0") and
-  retracting it straight after, under the same lock, collecting the fired rule ids.
+  retracting it straight after, under the same lock, collecting the fired rule ids,
+- and, since one condition may hold at most 32 expressions (error 113) and ``compile`` splits rules
+  into parts to stay under it, check a rule's parts on their own (``fits``) so that a rule still too
+  complex is named with its position by ``kti-policy check`` and a reload, not found when serving.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -86,4 +91,25 @@ class Engine:
         unknown = fired - self.compiled.rules.keys()
         if unknown:
             raise EvalError(f"durable-rules fired unknown rules: {sorted(unknown)}")
-        return fired
+        return self.compiled.matched(fired)
+
+
+_FITS: dict[str, str | None] = {}  # content hash of a definition -> None (fits) or durable's error
+
+
+def fits(definition: dict[str, dict[str, Any]]) -> str | None:
+    """None when durable-rules accepts these rules as one ruleset, else its error text.
+
+    Registers them under a scratch name made of their content hash (once per content: durable
+    never unregisters, so the results are cached and the host grows only with new content)."""
+    body = json.dumps(definition, sort_keys=True, ensure_ascii=False)
+    key = hashlib.sha256(body.encode()).hexdigest()[:24]
+    with _LOCK:
+        if key in _FITS:
+            return _FITS[key]
+        try:
+            _host().register_rulesets({"chk_" + key: {n: {**b, "run": _action(n)} for n, b in definition.items()}})
+            _FITS[key] = None
+        except Exception as exc:  # durable raises bare Exception
+            _FITS[key] = str(exc)
+        return _FITS[key]
