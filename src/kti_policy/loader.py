@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -215,22 +215,23 @@ def _build_vocabulary(data: Any, file: str, ck: _Checker) -> Vocabulary | None:
     return Vocabulary(kinds, _build_lists(root, ck), _build_periods(root, ck, laws), laws)
 
 
-def _entries(root: LMap, key: str, ck: _Checker) -> LMap | None:
-    return ck.mapping(root[key], root.at(key), key) if key in root else None
+def _named(root: LMap, key: str, ck: _Checker, id_re: re.Pattern[str], what: str) -> Iterator[tuple[str, LMap, str]]:
+    """Each ``name: {...}`` entry of the top-level ``key`` section, its name checked by ``id_re``."""
+    entries = ck.mapping(root[key], root.at(key), key) if key in root else None
+    for name, body in (entries or {}).items():
+        where = f"{key}.{name}"
+        if not isinstance(name, str) or not id_re.match(name):
+            ck.err("invalid_id", f"{where}: {what}", entries.key_at(name))  # type: ignore[union-attr]
+            continue
+        m = ck.mapping(body, entries.at(name), where)  # type: ignore[union-attr]
+        if m is not None:
+            yield name, m, where
 
 
 def _build_lists(root: LMap, ck: _Checker) -> dict[str, NamedList]:
     """``lists: {name: {label, checked, source, values: [...]}}``: values kept as data."""
     out: dict[str, NamedList] = {}
-    entries = _entries(root, "lists", ck)
-    for name, body in (entries or {}).items():
-        where = f"lists.{name}"
-        if not isinstance(name, str) or not ID_RE.match(name):
-            ck.err("invalid_id", f"{where}: list names are lowercase snake_case", entries.key_at(name))  # type: ignore[union-attr]
-            continue
-        m = ck.mapping(body, entries.at(name), where)  # type: ignore[union-attr]
-        if m is None:
-            continue
+    for name, m, where in _named(root, "lists", ck, ID_RE, "list names are lowercase snake_case"):
         ck.keys(m, ("label", "checked", "source", "values"), ("label", "checked", "values"), where)
         label = ck.text(m, "label", where)
         checked = m.get("checked")
@@ -255,15 +256,7 @@ def _build_lists(root: LMap, ck: _Checker) -> dict[str, NamedList]:
 def _build_periods(root: LMap, ck: _Checker, laws: Mapping[str, Law]) -> dict[str, NamedPeriod]:
     """``periods: {name: {label, period: "6 years from year end", law: [...]}}``."""
     out: dict[str, NamedPeriod] = {}
-    entries = _entries(root, "periods", ck)
-    for name, body in (entries or {}).items():
-        where = f"periods.{name}"
-        if not isinstance(name, str) or not ID_RE.match(name):
-            ck.err("invalid_id", f"{where}: period names are lowercase snake_case", entries.key_at(name))  # type: ignore[union-attr]
-            continue
-        m = ck.mapping(body, entries.at(name), where)  # type: ignore[union-attr]
-        if m is None:
-            continue
+    for name, m, where in _named(root, "periods", ck, ID_RE, "period names are lowercase snake_case"):
         ck.keys(m, ("label", "period", "law"), ("label", "period"), where)
         label = ck.text(m, "label", where)
         period = _period(m.get("period"), m.at("period") if "period" in m else m.pos, f"{where}.period", ck)
@@ -276,15 +269,7 @@ def _build_periods(root: LMap, ck: _Checker, laws: Mapping[str, Law]) -> dict[st
 def _build_laws(root: LMap, ck: _Checker) -> dict[str, Law]:
     """``laws: {GDPR: {fi, en, url}}``: the acts rules may cite, with their titles."""
     out: dict[str, Law] = {}
-    entries = _entries(root, "laws", ck)
-    for name, body in (entries or {}).items():
-        where = f"laws.{name}"
-        if not isinstance(name, str) or not LAW_ID_RE.match(name):
-            ck.err("invalid_id", f"{where}: an act's id is its short name, e.g. GDPR or KPL", entries.key_at(name))  # type: ignore[union-attr]
-            continue
-        m = ck.mapping(body, entries.at(name), where)  # type: ignore[union-attr]
-        if m is None:
-            continue
+    for name, m, where in _named(root, "laws", ck, LAW_ID_RE, "an act's id is its short name, e.g. GDPR or KPL"):
         ck.keys(m, ("title", "url"), ("title",), where)
         title = ck.text(m, "title", where)
         url = m.get("url")
