@@ -717,6 +717,11 @@ cases:
     assert yaml_errors("policy-test", cookies) == []
     assert any("'cookie' is a required property" in e for e in yaml_errors("policy-test", cookies.replace("cookie: {kind: statistics}", "")))
     assert any("'operation' is a required property" in e for e in yaml_errors("policy-test", cookies.replace("operation: store_cookie", "")))
+    # a visitor's cookie choices need no customer id, also when store_cookie comes from defaults
+    visitor = cookies.replace("input: {cookie: {kind: statistics}}", "input: {cookie: {kind: statistics}, subject: {consents: [cookies_statistics]}}")
+    assert "subject: {consents" in visitor and yaml_errors("policy-test", visitor) == []
+    other_op = visitor.replace("input: {cookie:", "input: {operation: delete, cookie:")
+    assert any("'id' is a required property" in e for e in yaml_errors("policy-test", other_op))
 
 
 # --- property: generated conditions ---------------------------------------------------------------
