@@ -106,6 +106,7 @@ class Ui:
         page.get_by_label("Operation", exact=True).select_option("disclose")
         page.get_by_label(f"{vocab['data_category']['email']['label']['en']} (email)").check()
         page.get_by_label("Recipient type").select_option("third_party")
+        page.get_by_label("Country (ISO code, e.g. FI)").fill("FI")  # required for disclose (RULES v2 D6)
 
     def assert_no_problems(self, *expected_statuses: int) -> None:
         """No script error or CSP violation; Chromium logs every non-2xx answer as an error, so
@@ -189,7 +190,7 @@ def test_deny_with_its_citation_then_finnish(ui: Ui) -> None:
     ui.assert_no_problems()
 
 
-def test_access_request_dates_give_a_chargeable_fee(ui: Ui) -> None:
+def test_access_request_dates_leave_the_first_copy_free(ui: Ui) -> None:
     page = ui.page
     page.get_by_label("Operation", exact=True).select_option("subject_request")
     page.get_by_label("Request type").select_option("access")
@@ -211,9 +212,9 @@ def test_access_request_dates_give_a_chargeable_fee(ui: Ui) -> None:
     })["edited"]["decision"]
     fee = next(o for o in expected["obligations"] if o["type"] == "access_fee")
     due = next(o for o in expected["obligations"] if o["type"] == "respond_by")["due"]
-    assert fee["chargeable"] is True
+    assert fee["chargeable"] is False  # RULES v2 Q3: an earlier request within 12 months makes no charge
     text = page.locator("#decide-result .obligations").inner_text()
-    assert f"Respond by {due}" in text and "Access fee: chargeable" in text
+    assert f"Respond by {due}" in text and "Access fee: not chargeable" in text
     assert fee["message"] in text
     ui.assert_no_problems()
 
@@ -234,7 +235,8 @@ def test_policies_with_conditions_citations_and_covering_tests(ui: Ui) -> None:
     assert card.locator(".effect").inner_text().lower() == "forbids"
     assert card.locator(".message").inner_text() == rule["reason"]
     assert card.locator(".meta strong").first.inner_text() == rule["source"] and "§7" in rule["source"]
-    assert card.locator("pre.cond").first.inner_text() == "operation is disclose"
+    assert card.locator("pre.cond").first.inner_text() == rule["when"]
+    assert "operation is disclose" in rule["when"]
     covering = coverage["rules"]["disclosure.outside-parties"]
     assert covering, "the shipped tests cover the disclosure forbid"
     summary = card.locator("summary")
@@ -343,6 +345,7 @@ def test_auth_on_asks_for_a_key_and_keeps_it_for_the_tab(browser: Any, pack: Pat
         assert status.inner_text().startswith("Authentication is on; using the API key")
         page.get_by_label("Operation", exact=True).select_option("disclose")
         page.get_by_label("Recipient type").select_option("third_party")
+        page.get_by_label("Country (ISO code, e.g. FI)").fill("FI")
         page.get_by_role("button", name="Decide").click()
         page.wait_for_selector("#decide-result .verdict.deny")
 
