@@ -46,6 +46,59 @@ def test_check_json_format(tmp_path: Path) -> None:
     assert body["problems"][0]["line"] == 2
 
 
+_OVERRIDE = """    law: [GDPR 6(1)(a)]
+    overrides_notice:
+      notice: "Ei luovuteta kenellekään."
+      why: {fi: Suostumuksella saa luovuttaa., en: Consent allows a disclosure.}
+"""
+
+
+def test_check_lists_notice_conflicts_as_information(tmp_path: Path) -> None:
+    from test_policytest import POLICY
+
+    policy = POLICY.replace("    effect: forbid\n", "    effect: forbid\n" + _OVERRIDE, 1)
+    folder = make_folder(tmp_path / "p", policy=policy)
+    line = policy.splitlines().index("  - id: disclosure.others") + 1
+    code, out, err = run("check", str(folder), "--hooks", str(tmp_path / "none"))
+    assert code == 0 and err == ""  # information, not an error or a warning
+    lines = out.splitlines()
+    assert lines[0].startswith("ok: 1 policies, 3 rules")
+    assert lines[1] == ("notice conflicts (information, not errors): 1 rules follow the law where "
+                        "1 sentences of the register notice say otherwise")
+    assert lines[2] == '  notice: "Ei luovuteta kenellekään."'
+    assert lines[3] == f"    {folder / 'disclosure.yaml'}:{line}:5: disclosure.others [GDPR 6(1)(a)]"
+    assert lines[4] == "    law in force: Consent allows a disclosure."
+    assert run("check", str(folder), "--hooks", str(tmp_path / "none"), "--lang", "fi")[1].splitlines()[4] == (
+        "    law in force: Suostumuksella saa luovuttaa.")
+    code, out, _ = run("check", str(folder), "--format", "json", "--hooks", str(tmp_path / "none"))
+    assert code == 0
+    assert json.loads(out)["notice_conflicts"] == [{"notice": "Ei luovuteta kenellekään.", "rules": [
+        {"rule": "disclosure.others", "where": f"{folder / 'disclosure.yaml'}:{line}:5", "law": ["GDPR 6(1)(a)"],
+         "why": "Consent allows a disclosure."}]}]
+    # without overrides there is no section; an error elsewhere keeps its exit code
+    assert "notice conflicts" not in run("check", str(make_folder(tmp_path / "q")), "--hooks", str(tmp_path / "none"))[1]
+    (folder / "tests" / "disclosure_test.yaml").write_text("cases: [\n")
+    code, out, _ = run("check", str(folder), "--hooks", str(tmp_path / "none"))
+    assert code == 1 and "notice conflicts (information, not errors)" in out
+
+
+def test_check_lists_the_shipped_packs_notice_conflicts() -> None:
+    code, out, _ = run("check", str(REPO / "policies"), "--hooks", str(REPO / "hooks"))
+    assert code == 0
+    section = out.split("notice conflicts (information, not errors)")[1]
+    for notice, rule in [
+        ("Tarkastuspyyntö tulee lähettää kirjallisesti ja allekirjoitettuna.", "requests.rights"),
+        ("Tarkastusoikeus on maksuton enintään kerran vuodessa (12 kuukautta).", "requests.access-fee [GDPR 12(5), GDPR 15(3)]"),
+        ("Huomioithan, että KTI katsoo sinun hyväksyneen evästeiden käytön, ellet poista niitä käytöstä.", "cookies.without-consent [SVPL 205]"),
+        ("Henkilötietolain (523/99) 10 §:n mukainen rekisteriseloste ja tietosuoja.", "purposes.register"),
+        ("Tietoja voidaan poistaa Asiakkaan vaatimuksesta tai asiakassuhteen loppumisen vuoksi.", "retention.vouchers-keep [KPL 2:10"),
+        ("Rekisterinpitäjä ei luovuta Asiakkaiden henkilötietoja ulkopuolisille, paitsi Suomen viranomaistoimien niin edellyttäessä.",
+         "disclosure.internal-or-processor [GDPR 28(3)"),
+    ]:
+        assert f'notice: "{notice}"' in section
+        assert rule in section.split(f'notice: "{notice}"')[1].split("notice:")[0]
+
+
 def test_test_command_summary_junit_coverage(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "p")
     junit = tmp_path / "junit.xml"

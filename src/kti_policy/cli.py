@@ -40,8 +40,13 @@ def main() -> None:
 @click.option("--hooks", "hooks_dir", default=None, help="Hooks folder (default: $KTI_HOOKS_DIR or ./hooks).")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def check(directory: str, hooks_dir: str | None, strict: bool, fmt: str) -> None:
-    """Validate every policy, policy test and hook file; errors as file:line:col: message."""
+@click.option("--lang", type=click.Choice(["en", "fi"]), default="en", help="Language of the notice conflicts' explanations.")
+def check(directory: str, hooks_dir: str | None, strict: bool, fmt: str, lang: str) -> None:
+    """Validate every policy, policy test and hook file; errors as file:line:col: message.
+
+    After the result, lists the notice conflicts (rules marked overrides_notice: they follow the
+    law where the register notice says otherwise) as information; they never change the exit code.
+    """
     from .policytest import check_rule_references, load_cases
 
     problems: list[PolicyError] = []
@@ -63,7 +68,8 @@ def check(directory: str, hooks_dir: str | None, strict: bool, fmt: str) -> None
     warnings = [p for p in problems if p not in errors]
     if fmt == "json":
         click.echo(json.dumps({"ok": not errors, "policy_version": policy_set.version if policy_set else None,
-                               "problems": [p.to_dict() for p in sorted(problems, key=PolicyError.sort_key)]}, indent=2))
+                               "problems": [p.to_dict() for p in sorted(problems, key=PolicyError.sort_key)],
+                               "notice_conflicts": _notice_conflicts(policy_set, lang)}, indent=2, ensure_ascii=False))
     else:
         _print_errors(problems)
         if policy_set is not None and not errors:
@@ -72,7 +78,20 @@ def check(directory: str, hooks_dir: str | None, strict: bool, fmt: str) -> None
                        f"version {policy_set.version}" + (f", {len(warnings)} warnings" if warnings else ""))
         else:
             click.echo(f"{len(errors)} errors, {len(warnings)} warnings", err=True)
+        if policy_set is not None:
+            from .lint import notice_conflicts_text
+
+            for line in notice_conflicts_text(policy_set, lang):
+                click.echo(line)
     sys.exit(1 if errors else 0)
+
+
+def _notice_conflicts(policy_set: PolicySet | None, lang: str) -> list[dict[str, Any]]:
+    if policy_set is None:
+        return []
+    from .lint import notice_conflicts
+
+    return [c.to_dict(policy_set, lang) for c in notice_conflicts(policy_set)]
 
 
 def _check_hooks(directory: Path) -> list[PolicyError]:

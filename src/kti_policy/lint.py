@@ -403,3 +403,55 @@ class Linter:
 def lint_policy_set(policy_set: PolicySet) -> list[PolicyError]:
     """Warnings (severity ``warning``) for rules that can never decide anything, sorted by position."""
     return sorted(Linter(policy_set).run(), key=PolicyError.sort_key)
+
+
+# --- notice conflicts (information, not warnings) -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class NoticeConflict:
+    """One sentence of the register notice and the rules that follow the law instead of it."""
+
+    notice: str
+    rules: tuple[Rule, ...]  # in pack order, each with its position, law and ``overrides.why``
+
+    def to_dict(self, policy_set: PolicySet, lang: str = "en") -> dict[str, Any]:
+        return {
+            "notice": self.notice,
+            "rules": [
+                {"rule": r.id, "where": str(_where(r, policy_set)), "law": list(r.law),
+                 "why": r.overrides.why.get(lang) if r.overrides is not None else ""}
+                for r in self.rules
+            ],
+        }
+
+
+def notice_conflicts(policy_set: PolicySet) -> list[NoticeConflict]:
+    """Every rule marked ``overrides_notice``, grouped by the notice's sentence (first use first)."""
+    groups: dict[str, list[Rule]] = {}
+    for rule in policy_set.rules:
+        if rule.overrides is not None:
+            groups.setdefault(rule.overrides.notice, []).append(rule)
+    return [NoticeConflict(notice, tuple(rules)) for notice, rules in groups.items()]
+
+
+def notice_conflicts_text(policy_set: PolicySet, lang: str = "en") -> list[str]:
+    """The listing ``kti-policy check`` prints after its result: each sentence, then each rule
+    that overrides it as ``file:line:col: rule id [law]`` and why (one ``why`` per distinct text)."""
+    conflicts = notice_conflicts(policy_set)
+    if not conflicts:
+        return []
+    n_rules = sum(len(c.rules) for c in conflicts)
+    lines = [f"notice conflicts (information, not errors): {n_rules} rules follow the law where "
+             f"{len(conflicts)} sentences of the register notice say otherwise"]
+    for c in conflicts:
+        lines.append(f'  notice: "{c.notice}"')
+        whys: list[str] = []
+        for r in c.rules:
+            law = f" [{', '.join(r.law)}]" if r.law else ""
+            lines.append(f"    {_where(r, policy_set)}: {r.id}{law}")
+            why = r.overrides.why.get(lang) if r.overrides is not None else ""
+            if why and why not in whys:
+                whys.append(why)
+        lines += [f"    law in force: {w}" for w in whys]
+    return lines
