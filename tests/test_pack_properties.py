@@ -180,3 +180,24 @@ def test_every_subject_request_gets_a_deadline(case: tuple[Operation, SubjectFac
     if rtype == "access":  # Q3: the first copy is free; a further copy or an excessive request may be charged
         fee = next(o for o in dec.obligations if o.type == "access_fee")
         assert fee.chargeable == ((req.get("copy_number") or 1) > 1 or req.get("excessive") is True)
+
+
+@needs_pack
+def test_an_authority_without_a_country_is_a_400_not_a_decision() -> None:
+    """RULES v2 D1/D6 (issue 11 item 2): a missing country never counts as Finland; the request is a
+    client error naming recipient.country (a policy test can only expect allow or deny)."""
+    import pytest
+
+    from kti_policy.errors import RequestError
+    from kti_policy.operation import parse_operation
+
+    body = {"operation": "disclose", "data_categories": ["email"],
+            "recipient": {"type": "authority", "name": "Poliisi"},
+            "legal_basis": {"type": "legal_obligation", "reference": "Poliisilaki 4:3"},
+            "subject": {"id": "c-1"}}
+    assert _PACK is not None
+    with pytest.raises(RequestError) as err:
+        parse_operation(body, _PACK.vocabulary)
+    assert "recipient" in err.value.details["errors"] and "country" in str(err.value.details["errors"]["recipient"])
+    body["recipient"]["country"] = "FI"
+    assert DECIDER is not None and DECIDER.decide(parse_operation(body, _PACK.vocabulary), None, NOW).allowed
