@@ -4,7 +4,16 @@
 
 Every setting can be overridden on the command line (``--bind``, ``--workers``) or through
 ``GUNICORN_CMD_ARGS``. Defaults: ``KTI_BIND`` (127.0.0.1:8080), ``WEB_CONCURRENCY`` workers (2),
-``KTI_THREADS`` threads per worker (4, gthread: keep-alive connections).
+``KTI_WORKER_CLASS`` ``gevent`` with ``KTI_WORKER_CONNECTIONS`` (1000) connections per worker.
+
+- Why gevent: with thread workers (gthread) each connection that dribbles its headers or body
+  holds a thread, so 8 slow clients without a key stopped the service (issue 13). A gevent worker
+  holds a greenlet per connection, so a slow client costs a little memory, not a thread; the app
+  is unchanged (psycopg 3.1.14+ and SQLAlchemy's pool cooperate with gevent's monkey patching,
+  SQLite calls are short and block only briefly). ``KTI_WORKER_CLASS=gthread`` brings the old
+  worker back (it is what ``bench/http_bench.py`` measured). A public bind still needs a buffering
+  proxy with header/body timeouts in front (``deploy/nginx.conf``): a greenlet per connection is
+  bounded by ``worker_connections``.
 
 - Without ``KTI_API_KEYS`` the server refuses to start on a non-loopback address (``on_starting``).
 - Prometheus multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` is set here (a fresh temporary folder
@@ -22,8 +31,9 @@ import tempfile
 
 bind = [os.environ.get("KTI_BIND", "127.0.0.1:8080")]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = os.environ.get("KTI_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("KTI_THREADS", "4"))
+worker_class = os.environ.get("KTI_WORKER_CLASS", "gevent")
+worker_connections = int(os.environ.get("KTI_WORKER_CONNECTIONS", "1000"))
+threads = int(os.environ.get("KTI_THREADS", "4"))  # gthread only
 keepalive = 5
 timeout = 30
 graceful_timeout = 20
