@@ -11,8 +11,10 @@ marker), ``.loaded()`` (both as one consistent pair), ``.holder`` (reload), ``.a
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,6 +27,7 @@ from .config import load_config, public_view
 from .decision_log import DecisionLog
 from .metrics import Metrics, get_metrics
 from .policy_holder import Loaded, PolicyHolder, marker_path_for
+from .redact import REDACTED
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +176,56 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(events.bp)
 
     _install_request_hooks(app, state)
+    app.wsgi_app = RedactedLogTarget(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+#: ``Host`` values answered while authentication is off (any port): a page on another site that
+#: resolves its own name to 127.0.0.1 (DNS rebinding) sends its own name, and gets a 421
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def _host_name(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+def log_target() -> str:
+    """The request as logs may show it: the route the router matched, with every path argument
+    that is not an integer shown as ``<redacted>`` and query values dropped. Built from the match,
+    not from the raw path, so ``//v1//subjects/<id>`` (a 308), ``/V1/subjects/<id>`` (a 404) or any
+    path no route took never reach a log (``<unmatched>``)."""
+    rule = request.url_rule
+    if rule is None:
+        return "<unmatched>"
+    args = request.view_args or {}
+    target = rule.rule
+    for name, value in args.items():
+        shown = str(value) if isinstance(value, int) else REDACTED
+        target = re.sub(r"<(?:[^:<>]+:)?" + re.escape(name) + r">", shown, target)
+    if request.args:
+        target += "?" + "&".join(f"{k}=" for k in request.args)
+    return target
+
+
+class RedactedLogTarget:
+    """WSGI middleware: after the app answered, put ``log_target()`` (left in the environ by the
+    app) in place of the raw path, so that gunicorn's access log (``%(r)s``, ``%(U)s``, ``%(q)s``
+    read the environ) and the development server's request log show the route, never a clear id."""
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        try:
+            return self.wsgi_app(environ, start_response)
+        finally:
+            target = environ.get("kti.log_target") or "<unmatched>"
+            environ["kti.log_target"] = target
+            environ["RAW_URI"] = environ["REQUEST_URI"] = environ["PATH_INFO"] = target
+            environ["QUERY_STRING"] = ""
 
 
 def _is_loopback_client(addr: str | None) -> bool:
@@ -183,6 +235,30 @@ def _is_loopback_client(addr: str | None) -> bool:
         return ipaddress.ip_address(addr.split("%")[0]).is_loopback
     except ValueError:
         return False
+
+
+def _bounded_chunked_body(app: Flask) -> Response | None:
+    """A chunked body has no ``Content-Length`` for werkzeug to check, and its limited stream
+    stops reading at ``MAX_CONTENT_LENGTH``: the body would be cut there and parsed. Read it here,
+    one byte past the limit: over is 413, as with a ``Content-Length``; within, the rest of the
+    request sees an ordinary body of known length."""
+    environ = request.environ
+    if request.content_length is not None or "wsgi.input_terminated" not in environ:
+        return None
+    if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return None
+    limit = int(app.config["MAX_CONTENT_LENGTH"])
+    data = environ["wsgi.input"].read(limit + 1)
+    if len(data) > limit:
+        return error_response(
+            413, "payload_too_large", f"the body is larger than {limit} bytes", {"limit": limit}
+        )
+    environ["wsgi.input"] = io.BytesIO(data)
+    environ["CONTENT_LENGTH"] = str(len(data))
+    environ.pop("wsgi.input_terminated", None)
+    for cached in ("stream", "content_length"):  # werkzeug caches what it read from the environ
+        request.__dict__.pop(cached, None)
+    return None
 
 
 def _install_request_hooks(app: Flask, state: KtiState) -> None:
@@ -198,10 +274,19 @@ def _install_request_hooks(app: Flask, state: KtiState) -> None:
                 "forbidden",
                 "authentication is off (KTI_API_KEYS unset): only loopback clients are served",
             )
-        return None
+        if not state.api_keys.enabled and _host_name(request.host) not in LOOPBACK_HOSTS:
+            return error_response(
+                421,
+                "misdirected_request",
+                "authentication is off (KTI_API_KEYS unset): only the Host names 127.0.0.1, "
+                "localhost and [::1] are answered",
+                {"host": request.host},
+            )
+        return _bounded_chunked_body(app)
 
     @app.after_request
     def _finish(resp: Response) -> Response:
+        request.environ["kti.log_target"] = log_target()
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Cache-Control", "no-store")
         endpoint = request.url_rule.rule if request.url_rule is not None else "<unmatched>"

@@ -18,6 +18,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from .errors import RequestError, UnknownVocabularyId
 from .facts import RELATIONSHIPS
 from .model import Vocabulary
+from .timerange import BoundedAwareDateTime
 
 MAX_ID_LENGTH = 256
 # Set while replaying decisions logged before CONTRACT v2 (``kti-policy diff``): the fields v2 made
@@ -81,7 +82,7 @@ class LegalBasisSchema(_Base):
 
 class SubjectRequestSchema(_Base):
     type = id_field(required=True, metadata={"description": "Request type id"})
-    received_at = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "When the request was received (ISO 8601)"})
+    received_at = BoundedAwareDateTime(default_timezone=UTC, metadata={"description": "When the request was received (ISO 8601)"})
     written = strict_bool()
     signed = strict_bool()
     identity_verified = strict_bool()
@@ -111,7 +112,7 @@ class OperationSchema(_Base):
     request = fields.Nested(SubjectRequestSchema, metadata={"description": "Required for subject_request"})
     channel = id_field(metadata={"description": "Channel id for marketing (email, sms, phone, post, kti_media)"})
     cookie = fields.Nested(CookieSchema, metadata={"description": "Required for store_cookie"})
-    at = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "When the operation would happen (default: now)"})
+    at = BoundedAwareDateTime(default_timezone=UTC, metadata={"description": "When the operation would happen (default: now)"})
 
     @validates_schema
     def _needed(self, data: dict[str, Any], **_: Any) -> None:

@@ -69,7 +69,9 @@ def load_or_create_key_file(path: Path) -> bytes:
     exactly one key wins.
     """
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from .fileperms import private_dir
+
+        private_dir(path.parent)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:

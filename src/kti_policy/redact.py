@@ -11,7 +11,10 @@ from __future__ import annotations
 import logging
 import re
 
-_SUBJECT_PATH = re.compile(r"(/v1/subjects/)[^\s?#\"' ]+")
+# a second line of defence: the app puts the route it matched in the environ for the access logs
+# (``app.log_target``); this catches the raw path in other lines (gunicorn's "Error handling
+# request ..."), in any case and with doubled slashes
+_SUBJECT_PATH = re.compile(r"(?i)(/+v1/+subjects/+)[^\s?#\"' ]+")
 REDACTED = "<redacted>"
 
 
@@ -27,7 +30,7 @@ class SubjectPathFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a record whose args do not fit its format: leave it to the handler
             return True
-        if "/v1/subjects/" in message:
+        if "subjects/" in message.lower():
             record.msg, record.args = redact(message), None
         return True
 

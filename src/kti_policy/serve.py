@@ -15,6 +15,22 @@ import click
 log = logging.getLogger(__name__)
 
 
+def _request_handler_base() -> type:
+    from werkzeug.serving import WSGIRequestHandler
+
+    return WSGIRequestHandler
+
+
+class _RedactingRequestHandler(_request_handler_base()):  # type: ignore[misc]
+    """werkzeug's request log line, with the route the app matched (``kti.log_target``, see
+    ``app.log_target``) in place of the raw path, which may hold a clear subject id."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        environ = getattr(self, "environ", None) or {}
+        self.path = environ.get("kti.log_target") or "<unmatched>"
+        super().log_request(code, size)
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
@@ -53,7 +69,10 @@ def serve_command(host: str, port: int, no_delivery: bool) -> None:
         click.echo("webhook delivery runs in the background", err=True)
     click.echo(f"kti-policy serving on http://{bind}", err=True)
     try:
-        app.run(host=host, port=port, threaded=True, use_reloader=False, debug=False)
+        app.run(
+            host=host, port=port, threaded=True, use_reloader=False, debug=False,
+            request_handler=_RedactingRequestHandler,
+        )
     finally:
         if worker is not None:
             worker.stop()

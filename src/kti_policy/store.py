@@ -66,7 +66,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .errors import EventConflict, NotFound, RequestError, UnknownVocabularyId
 from .facts import EVENT_TYPES, OPTIONAL_DATA, FactEvent, SubjectFacts, fold_events
+from .fileperms import private_dir, private_sqlite
 from .pseudonym import Pseudonymizer, instance_dir, pseudonymizer_from_config
+from .timerange import RANGE_MESSAGE, in_range
 
 if TYPE_CHECKING:
     from .hooks import Subscription
@@ -200,6 +202,8 @@ def parse_time(value: Any, field_name: str, index: int | None = None) -> datetim
         raise _bad(field_name, f"{value!r} is not an ISO 8601 date-time", index) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
+    if not in_range(parsed):
+        raise _bad(field_name, f"{value!r} {RANGE_MESSAGE}", index)
     return parsed.astimezone(UTC)
 
 
@@ -535,6 +539,7 @@ class Store:
         env: Mapping[str, str] = environ if environ is not None else {**os.environ, **config}
         url = str(config.get("KTI_DATABASE_URL") or default_url(config))
         subs = load_subscriptions(Path(str(config.get("KTI_HOOKS_DIR") or "hooks")))
+        private_dir(instance_dir(config))  # the key file and the SQLite file live here
         return cls(
             url,
             pseudonymizer_from_config(config),
@@ -548,8 +553,8 @@ class Store:
     def _make_engine(url: str, schema: str | None, pool_size: int) -> Engine:
         if url.startswith("sqlite"):
             db = sa.engine.make_url(url).database
-            if db and db != ":memory:":
-                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            if db and db != ":memory:" and not db.startswith("file:"):
+                private_sqlite(Path(db))
             engine = sa.create_engine(
                 url, pool_size=pool_size, max_overflow=2 * pool_size, connect_args={"timeout": 30}
             )

@@ -47,6 +47,7 @@ CODE_BY_STATUS: dict[int, str] = {
     411: "length_required",
     413: "payload_too_large",
     414: "uri_too_long",
+    421: "misdirected_request",
     415: "unsupported_media_type",
     429: "too_many_requests",
     431: "request_header_fields_too_large",
@@ -113,7 +114,46 @@ def render_unexpected(err: Exception) -> Response:
     return error_response(500, "internal_error", "internal server error")
 
 
+#: seconds a client is told to wait when the database does not answer
+RETRY_AFTER_SECONDS = 5
+
+
+def database_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the database is down or unreachable (not a bug in a request): the
+    SQLAlchemy wrappers, the pool's timeout, and the drivers' own (the decision path's single read
+    runs on the driver directly)."""
+    import sqlite3
+
+    from sqlalchemy import exc as sa_exc
+
+    kinds: list[type[BaseException]] = [
+        sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, sa_exc.DisconnectionError,
+        sqlite3.OperationalError,
+    ]
+    try:
+        import psycopg
+
+        kinds += [psycopg.OperationalError, psycopg.InterfaceError]
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    return tuple(kinds)
+
+
+def render_database_unavailable(err: Exception) -> Response:
+    """503 with ``Retry-After``: an event sender retries instead of dropping the event. One log
+    line, without a traceback (an outage would otherwise fill the log with identical ones)."""
+    log.warning("database unavailable: %s", type(err).__name__)
+    resp = error_response(
+        503, "service_unavailable", "the database is not available; retry later",
+        {"retry_after": RETRY_AFTER_SECONDS},
+    )
+    resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return resp
+
+
 def register_error_handlers(app: Flask) -> None:
+    for kind in database_errors():
+        app.register_error_handler(kind, render_database_unavailable)
     app.register_error_handler(KtiError, render_kti_error)
     app.register_error_handler(ValidationError, render_validation_error)
     app.register_error_handler(HTTPException, render_http_exception)

@@ -140,8 +140,11 @@ class ReadySchema(Schema):
 def read_json_object() -> dict[str, Any]:
     """The request body as a JSON object.
 
-    415 when the body is not declared JSON, 413 (from werkzeug, via ``MAX_CONTENT_LENGTH``) when it
-    is too large, 400 when it does not parse or is not an object.
+    415 when the body is not declared JSON, 413 when it is too large (``MAX_CONTENT_LENGTH``; a
+    chunked body is measured in ``app._bounded_chunked_body``), 400 when it
+    does not parse, is not an object, repeats a key in one object, or holds a lone UTF-16 surrogate
+    (``"\\ud800"``: valid JSON, but no UTF-8 text; it would fail later, in the pseudonym's hash or
+    the log line). Every endpoint that takes JSON reads it here, so the checks cover them all.
     """
     if not request.is_json:
         raise UnsupportedMediaType(
@@ -149,7 +152,7 @@ def read_json_object() -> dict[str, Any]:
         )
     raw = request.get_data(cache=True)
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, object_pairs_hook=_object_without_duplicates)
     except (ValueError, RecursionError) as exc:
         detail: dict[str, Any] = {}
         if isinstance(exc, json.JSONDecodeError):
@@ -159,7 +162,59 @@ def read_json_object() -> dict[str, Any]:
         raise RequestError(
             f"the body must be a JSON object, not {_json_type(body)}", {"fields": {"_schema": []}}
         )
+    problem = find_unsafe_json(body)
+    if problem is not None:
+        where, what = problem
+        raise RequestError(f"{where}: {what}", {"field": where, "fields": {where: [what]}})
     return body
+
+
+class _DuplicateKeys(dict):  # type: ignore[type-arg]
+    """A JSON object that repeated a key; ``find_unsafe_json`` reports it with its path."""
+
+    duplicate: str = ""
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        marked = _DuplicateKeys(obj)
+        marked.duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        return marked
+    return obj
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def find_unsafe_json(value: Any, path: str = "") -> tuple[str, str] | None:
+    """The first (path, problem) in a parsed JSON value: a repeated key (two values for
+    ``operation`` make an ambiguous request about personal data) or a string that is not valid
+    Unicode text (a lone surrogate). Paths read like ``operations[3].subject.id``."""
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, str):
+            if _has_surrogate(v):
+                return where or "body", "not valid Unicode text (a lone UTF-16 surrogate)"
+        elif isinstance(v, dict):
+            if isinstance(v, _DuplicateKeys):
+                key = f"{where}.{v.duplicate}" if where else v.duplicate
+                return key, "the key appears more than once in the object"
+            for k, item in reversed(list(v.items())):
+                child = f"{where}.{k}" if where else str(k)
+                if _has_surrogate(k):
+                    return where or "body", "a key is not valid Unicode text (a lone UTF-16 surrogate)"
+                stack.append((child, item))
+        elif isinstance(v, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in reversed(list(enumerate(v))))
+    return None
 
 
 def _json_type(value: Any) -> str:

@@ -44,6 +44,7 @@ from kti_policy.loader import VOCABULARY_FILE, load_policy_set, policy_files, ve
 from kti_policy.model import PolicySet, Rule, Vocabulary
 from kti_policy.operation import MAX_LIST, id_field, id_list, parse_operation, strict_bool
 from kti_policy.policytest import CaseResult, TestRun, run_tests, test_files
+from kti_policy.timerange import BoundedAwareDateTime
 
 from .auth import current_keys, require_role
 from .decisions import negotiated_language
@@ -138,7 +139,7 @@ class PlaygroundFactsSchema(Schema):
     relationship_ended_at = fields.AwareDateTime(default_timezone=UTC, allow_none=True)
     erasure_requested_at = fields.AwareDateTime(default_timezone=UTC, allow_none=True)
     access_requests = fields.List(
-        fields.AwareDateTime(default_timezone=UTC),
+        BoundedAwareDateTime(default_timezone=UTC),
         validate=validate.Length(max=MAX_LIST),
         metadata={"description": "received_at of earlier access requests (ISO 8601)"},
     )
@@ -315,6 +316,11 @@ def _yaml_bomb_errors(name: str, text: str) -> list[PolicyError]:
             return [PolicyError("too_large", f"the YAML nests deeper than {MAX_YAML_DEPTH} levels",
                                 Position(name, node.start_mark.line + 1, node.start_mark.column + 1))]
         children = _children(node)
+        if isinstance(node, yaml.ScalarNode) and not _is_text(node.value):
+            # "\ud800" is a valid YAML escape but no text: it would fail later, as a 500
+            return [PolicyError("policy_parse_error",
+                                "a string is not valid Unicode text (a lone UTF-16 surrogate)",
+                                Position(name, node.start_mark.line + 1, node.start_mark.column + 1))]
         if done or not children:
             size = 1 + sum(sizes.get(id(c), 1) for c in children)
             sizes[id(node)] = size
@@ -330,6 +336,14 @@ def _yaml_bomb_errors(name: str, text: str) -> list[PolicyError]:
         stack.append((node, depth, True))
         stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
     return []
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
