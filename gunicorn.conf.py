@@ -80,6 +80,13 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
     install("gunicorn.access", "gunicorn.error")
 
 
+def pre_request(worker, req):  # type: ignore[no-untyped-def]
+    """gunicorn's default logs the raw path at debug level before the app has routed it; a raw
+    path may hold a clear subject id in any spelling, so only the method is logged here (the
+    access log shows the route the app matched)."""
+    worker.log.debug("%s request", req.method)
+
+
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     from prometheus_client import multiprocess
 

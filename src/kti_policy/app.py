@@ -256,6 +256,7 @@ def _bounded_chunked_body(app: Flask) -> Response | None:
     environ["wsgi.input"] = io.BytesIO(data)
     environ["CONTENT_LENGTH"] = str(len(data))
     environ.pop("wsgi.input_terminated", None)
+    environ.pop("HTTP_TRANSFER_ENCODING", None)  # werkzeug ignores a length beside "chunked"
     for cached in ("stream", "content_length"):  # werkzeug caches what it read from the environ
         request.__dict__.pop(cached, None)
     return None

@@ -26,6 +26,10 @@ class SubjectPathFilter(logging.Filter):
     """Rewrites the formatted message; never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Error handling request"):
+            # gunicorn names the raw URI of a request the app failed on: not routed, not shown
+            record.msg, record.args = "Error handling request (path not logged)", None
+            return True
         try:
             message = record.getMessage()
         except Exception:  # a record whose args do not fit its format: leave it to the handler
