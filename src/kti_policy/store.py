@@ -64,6 +64,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from . import dbtimeouts
 from .errors import EventConflict, NotFound, RequestError, UnknownVocabularyId
 from .facts import EVENT_TYPES, OPTIONAL_DATA, FactEvent, SubjectFacts, fold_events
 from .fileperms import private_dir, private_sqlite
@@ -79,6 +80,7 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 MAX_BATCH = 1000
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_:\-]{0,127}$")
 MAX_SUBJECT_ID_LEN = 256
+DEFAULT_DB_TIMEOUT = dbtimeouts.DEFAULT_TIMEOUT  # seconds; KTI_DATABASE_TIMEOUT
 
 # optional data fields and their default
 _OPTIONAL_DATA = OPTIONAL_DATA
@@ -509,6 +511,7 @@ class Store:
         schema: str | None = None,
         migrate: bool = True,
         pool_size: int = 10,
+        db_timeout: float = DEFAULT_DB_TIMEOUT,
     ) -> None:
         self.url = normalize_url(url)
         self.pseudonymizer = pseudonymizer
@@ -516,7 +519,7 @@ class Store:
         self.schema = schema
         # the pseudonym key's bytes (the same module family; Pseudonymizer keeps them private)
         self.sealer = BodySealer(pseudonymizer._key)
-        self.engine = self._make_engine(self.url, schema, pool_size)
+        self.engine = self._make_engine(self.url, schema, pool_size, db_timeout)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._facts_read = _DriverQuery(_FACTS_OF_ONE, self.engine.dialect, _FactRow)
         self._outbox_listeners: list[Callable[[], None]] = []
@@ -545,12 +548,15 @@ class Store:
             pseudonymizer_from_config(config),
             active_subscriptions(subs, env),
             schema=config.get("KTI_DATABASE_SCHEMA") or None,
+            db_timeout=float(config.get("KTI_DATABASE_TIMEOUT") or DEFAULT_DB_TIMEOUT),
         )
 
     # -- connections
 
     @staticmethod
-    def _make_engine(url: str, schema: str | None, pool_size: int) -> Engine:
+    def _make_engine(
+        url: str, schema: str | None, pool_size: int, db_timeout: float = DEFAULT_DB_TIMEOUT
+    ) -> Engine:
         if url.startswith("sqlite"):
             db = sa.engine.make_url(url).database
             if db and db != ":memory:" and not db.startswith("file:"):
@@ -580,18 +586,20 @@ class Store:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("kti_write") else "BEGIN")
 
             return engine
-        connect_args: dict[str, Any] = {}
+        options = ""
         if schema:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", schema):
                 raise ValueError(f"bad schema name {schema!r}")
-            connect_args["options"] = f"-csearch_path={schema}"
-        return sa.create_engine(
+            options = f"-csearch_path={schema}"
+        engine = sa.create_engine(
             url,
             pool_size=pool_size,
             max_overflow=2 * pool_size,
             pool_pre_ping=True,
-            connect_args=connect_args,
+            **dbtimeouts.engine_arguments(db_timeout, options),
         )
+        dbtimeouts.install(engine, db_timeout)  # a silent database fails within db_timeout
+        return engine
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -622,8 +630,9 @@ class Store:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-        with self._write() as conn:
+        with self._write() as conn, dbtimeouts.no_deadline(conn.connection.dbapi_connection):
             if not self.is_sqlite:
+                conn.execute(sa.text("SET LOCAL statement_timeout = 0"))  # may wait for the lock
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(current_schema()))"))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
