@@ -35,11 +35,13 @@ from typing import Any
 
 import click
 import requests
+import urllib3
 from standardwebhooks.webhooks import Webhook
 
 from . import metrics_events as metrics
 from .errors import ConfigError, KtiError
 from .hooks import Subscription
+from .http_deadline import Deadline, deadline_session
 from .store import AttemptOutcome, Claim, Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -169,7 +171,7 @@ class Worker:
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
+            session = deadline_session()  # connections a Deadline can cut (see attempt)
             session.trust_env = False  # no proxies from the environment for webhook targets
             self._local.session = session
         return session
@@ -210,28 +212,37 @@ class Worker:
                 "changed since the event was recorded?)"
             )
         else:
+            deadline = Deadline(self.timeout)  # per attempt: the timeout below is per read
             try:
-                resp = self._session().post(
-                    sub.url,
-                    data=claim.body,
-                    headers=signed_headers(sub, claim.event_id, claim.body, now),
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                    stream=True,
-                )
-                with resp:
-                    status = resp.status_code
-                    if not 200 <= status < 300:
-                        snippet = resp.raw.read(ERROR_SNIPPET, decode_content=True) or b""
-                        text = scrub_subject_id(
-                            snippet.decode("utf-8", "replace").strip(),
-                            claim.body,
-                            truncated=len(snippet) >= ERROR_SNIPPET,
-                        )
-                        error = f"HTTP {status}" + (f": {text}" if text else "")
-                        retry_after = parse_retry_after(resp.headers.get("Retry-After"), utcnow())
-            except requests.RequestException as exc:
-                error = f"{type(exc).__name__}: {exc}"[:500]
+                with deadline:
+                    resp = self._session().post(
+                        sub.url,
+                        data=claim.body,
+                        headers=signed_headers(sub, claim.event_id, claim.body, now),
+                        timeout=self.timeout,
+                        allow_redirects=False,
+                        stream=True,
+                    )
+                    with resp:
+                        status = resp.status_code
+                        if not 200 <= status < 300:
+                            snippet = resp.raw.read(ERROR_SNIPPET, decode_content=True) or b""
+                            text = scrub_subject_id(
+                                snippet.decode("utf-8", "replace").strip(),
+                                claim.body,
+                                truncated=len(snippet) >= ERROR_SNIPPET,
+                            )
+                            error = f"HTTP {status}" + (f": {text}" if text else "")
+                            retry_after = parse_retry_after(resp.headers.get("Retry-After"), utcnow())
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                if deadline.expired:
+                    error = f"Timeout: no complete answer within {self.timeout:g} s"
+                    status = None
+                else:
+                    error = f"{type(exc).__name__}: {exc}"[:500]
+            if deadline.expired and error is None:
+                # cut mid-answer: what arrived may even parse as a 2xx; it is not an answer
+                error, status = f"Timeout: no complete answer within {self.timeout:g} s", None
         duration = time.perf_counter() - started
         metrics.DELIVERY_SECONDS.observe(duration)
         delivered = error is None
