@@ -230,3 +230,55 @@ def test_existing_open_instance_folder_is_tightened(tmp_path: Path) -> None:
     app.extensions["kti"].close()
     assert stat.S_IMODE(inst.stat().st_mode) == 0o700
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+# -- item 8: the playground's budget ----------------------------------------------------------------
+
+
+def _rules_file(prefix: str, n: int) -> str:
+    rule = """  - id: {p}.r{i}
+    effect: forbid
+    when: {{operation: delete, subject.relationship: ended}}
+    reason: {{fi: "Poistetaan kun asiakkuus on päättynyt, sääntö {i}.", en: "Deleted when the relationship has ended, rule {i}."}}
+"""
+    head = f'policy: {prefix}\ntitle: {{fi: x, en: x}}\nsource: "§1"\nrules:\n'
+    return head + "".join(rule.format(p=prefix, i=i) for i in range(n))
+
+
+def test_playground_refuses_work_over_its_budget_quickly(app_client: Any) -> None:
+    import time
+
+    # the report's attack: 64 files of 16 KB (16 s of CPU before)
+    files = {f"p{i}.yaml": _rules_file(f"p{i}", 80)[: 16 * 1024] for i in range(64)}
+    for url, extra in (("/v1/playground/evaluate", {"operation": DISCLOSE}), ("/v1/playground/test", {})):
+        t0 = time.process_time()
+        err = assert_error(app_client.post(url, json={"files": files, **extra}), 413, "too_costly")
+        assert err["details"]["field"] == "files"
+        assert time.process_time() - t0 < 1.0
+
+
+def test_playground_test_budget_of_rules_times_cases(app_client: Any, monkeypatch: Any) -> None:
+    from kti_policy.api import ui
+
+    files = {"many.yaml": _rules_file("many", 40)}
+    assert app_client.post("/v1/playground/test", json={"files": files}).status_code == 200
+    monkeypatch.setattr(ui, "BUDGET_RULE_CASES", 10)
+    err = assert_error(app_client.post("/v1/playground/test", json={"files": files}), 413, "too_costly")
+    assert "rules x" in err["message"]
+
+
+def test_playground_busy_is_503_with_retry_after(app_client: Any, monkeypatch: Any) -> None:
+    from kti_policy.api import ui
+
+    monkeypatch.setattr(ui, "BUSY_WAIT_SECONDS", 0.1)
+    for _ in range(ui.PLAYGROUND_SLOTS):
+        assert ui._slots.acquire(timeout=1)
+    try:
+        body = {"files": {"x.yaml": _rules_file("x", 1)}, "operation": DISCLOSE}
+        resp = app_client.post("/v1/playground/evaluate", json=body)
+        assert_error(resp, 503, "playground_busy")
+        assert resp.headers["Retry-After"]
+    finally:
+        for _ in range(ui.PLAYGROUND_SLOTS):
+            ui._slots.release()
+    assert app_client.post("/v1/playground/evaluate", json=body).status_code in (200, 422)

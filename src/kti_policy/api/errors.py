@@ -30,9 +30,11 @@ STATUS_BY_CODE: dict[str, int] = {
     "method_not_allowed": 405,
     "event_conflict": 409,
     "payload_too_large": 413,
+    "too_costly": 413,
     "unsupported_media_type": 415,
     "invalid_policies": 422,
     "not_ready": 503,
+    "playground_busy": 503,
 }
 
 #: werkzeug HTTP status -> our error code
@@ -71,7 +73,7 @@ def status_for(err: KtiError) -> int:
 
 def render_kti_error(err: KtiError) -> Response:
     status = status_for(err)
-    if status >= 500:
+    if status >= 500 and status != 503:  # 503: a known, passing condition (busy, not ready)
         log.error("internal error %s", err.code, exc_info=err)
         return error_response(500, "internal_error", "internal server error")
     details = dict(err.details)
@@ -80,6 +82,8 @@ def render_kti_error(err: KtiError) -> Response:
         details["errors"] = [e.to_dict() for e in err.errors]
         details["messages"] = [str(e) for e in err.errors]
     resp = error_response(status, err.code, err.message, details)
+    if status == 503:
+        resp.headers["Retry-After"] = str(details.get("retry_after", RETRY_AFTER_SECONDS))
     if status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="kti-policy"'
     return resp

@@ -24,8 +24,10 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,18 @@ MAX_TOTAL_CHARS = 1024 * 1024
 #: nodes ("billion laughs"), so a pasted file is refused past these
 MAX_YAML_NODES = 100_000
 MAX_YAML_DEPTH = 64
+#: the work one call may cost (issue 13: 64 pasted files of 16 KB took 16 s of CPU on one query
+#: key). Parsing and checking cost about 10 us of CPU per character and running the tests one
+#: evaluation per rule and case, so these bound a call to a few seconds; a call over them is a 413
+#: ``too_costly`` before any work. The shipped pack is ~50 KB, 27 rules and ~60 cases.
+BUDGET_CHARS = 256 * 1024
+BUDGET_RULE_CASES = 50_000
+#: the slowest a call may be (checked between its steps): past it the edited set's tests are not run
+BUDGET_SECONDS = 5.0
+#: calls doing that work at once in one process (the others wait up to BUSY_WAIT_SECONDS, then 503)
+PLAYGROUND_SLOTS = 2
+BUSY_WAIT_SECONDS = 5.0
+_slots = threading.BoundedSemaphore(PLAYGROUND_SLOTS)
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.ya?ml$")
 
 _CSP = (
@@ -372,6 +386,42 @@ def _edited_set(files: Mapping[str, str], loaded: Any) -> tuple[PolicySet, Any]:
     return edited, Decider(edited, cache_size=0, use_engine=False)
 
 
+class TooCostly(RequestError):
+    """A playground call over its budget (HTTP 413)."""
+
+    code = "too_costly"
+
+
+class PlaygroundBusy(RequestError):
+    """Every playground slot of this process is taken (HTTP 503, retry)."""
+
+    code = "playground_busy"
+
+
+def _check_budget(files: Mapping[str, str]) -> None:
+    total = sum(len(t) for t in files.values())
+    if total > BUDGET_CHARS:
+        raise TooCostly(
+            f"files: {total} characters in all; the playground checks at most {BUDGET_CHARS} "
+            "per call (edit a copy of fewer files)",
+            {"field": "files", "chars": total, "limit": BUDGET_CHARS},
+        )
+
+
+@contextmanager
+def _slot() -> Iterator[None]:
+    """One of ``PLAYGROUND_SLOTS``: a few expensive edits at once, whoever sends them."""
+    if not _slots.acquire(timeout=BUSY_WAIT_SECONDS):
+        raise PlaygroundBusy(
+            "the playground is busy with other edits; retry in a few seconds",
+            {"retry_after": int(BUSY_WAIT_SECONDS)},
+        )
+    try:
+        yield
+    finally:
+        _slots.release()
+
+
 def _facts(data: Mapping[str, Any], vocabulary: Vocabulary) -> SubjectFacts:
     """Facts from the request, their ids checked against ``vocabulary`` like a request's."""
     for key, kind in (("consents", "consent_purpose"), ("objections", "objection_scope"),
@@ -666,7 +716,9 @@ def playground_evaluate() -> Any:
     req = _load(_EVALUATE, read_json_object())
     lang = negotiated_language()
     loaded = _state().loaded()
-    edited_set, edited_decider = _edited_set(req["files"], loaded)
+    _check_budget(req["files"])
+    with _slot():
+        edited_set, edited_decider = _edited_set(req["files"], loaded)
     edited, d_edited = _side(edited_set, edited_decider, req["operation"], req["facts"], lang, True)
     base, d_base = _side(loaded.policy_set, loaded.decider, req["operation"], req["facts"], lang,
                          False)
@@ -707,12 +759,29 @@ def playground_test() -> Any:
     """
     req = _load(_TEST, read_json_object())
     loaded = _state().loaded()
-    edited_set, decider = _edited_set(req["files"], loaded)
+    _check_budget(req["files"])
+    started = time.monotonic()
     base = _policy_dir()
-    loaded_run = _loaded_run(loaded)
-    run = loaded_run if edited_set is loaded.policy_set else run_tests(
-        base, edited_set, decider
-    )
+    with _slot():
+        edited_set, decider = _edited_set(req["files"], loaded)
+        loaded_run = _loaded_run(loaded)
+        if edited_set is not loaded.policy_set:
+            rules = len(edited_set.rules)
+            cost = rules * max(1, len(loaded_run.results))
+            if cost > BUDGET_RULE_CASES:
+                raise TooCostly(
+                    f"files: {rules} rules x {len(loaded_run.results)} test cases is more than "
+                    f"the playground runs per call ({BUDGET_RULE_CASES})",
+                    {"field": "files", "rules": rules, "limit": BUDGET_RULE_CASES},
+                )
+            if time.monotonic() - started > BUDGET_SECONDS:
+                raise TooCostly(
+                    f"files: checking them took over {BUDGET_SECONDS:g} s; the tests were not run",
+                    {"field": "files", "seconds": BUDGET_SECONDS},
+                )
+        run = loaded_run if edited_set is loaded.policy_set else run_tests(
+            base, edited_set, decider
+        )
     before = {_case_key(r): r.passed for r in loaded_run.results}
     results = [_case_dict(r, base, before.get(_case_key(r))) for r in run.results]
     coverage = _coverage(run, base)
