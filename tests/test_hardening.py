@@ -282,3 +282,22 @@ def test_playground_busy_is_503_with_retry_after(app_client: Any, monkeypatch: A
         for _ in range(ui.PLAYGROUND_SLOTS):
             ui._slots.release()
     assert app_client.post("/v1/playground/evaluate", json=body).status_code in (200, 422)
+
+
+# -- item 1, the set-up README asks for on a public bind --------------------------------------------
+
+
+def test_compose_puts_nginx_with_timeouts_in_front() -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert "ports" not in services["kti"], "only the proxy may publish a port"
+    assert services["nginx"]["ports"] and "deploy/nginx.conf" in str(services["nginx"]["volumes"])
+    conf = (root / "deploy" / "nginx.conf").read_text()
+    for directive in ("client_header_timeout", "client_body_timeout", "limit_conn ",
+                      "proxy_request_buffering on", "proxy_pass http://kti"):
+        assert directive in conf, directive
+    gconf = (root / "gunicorn.conf.py").read_text()
+    assert 'os.environ.get("KTI_WORKER_CLASS", "gevent")' in gconf

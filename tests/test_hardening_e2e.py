@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from e2e.server import DEFAULT_POLICIES, GunicornServer, free_port
 
 CLEAR = "alice@example.com"

@@ -122,7 +122,7 @@ def render_unexpected(err: Exception) -> Response:
 RETRY_AFTER_SECONDS = 5
 
 
-def database_errors() -> tuple[type[BaseException], ...]:
+def database_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean the database is down or unreachable (not a bug in a request): the
     SQLAlchemy wrappers, the pool's timeout, and the drivers' own (the decision path's single read
     runs on the driver directly)."""
@@ -130,7 +130,7 @@ def database_errors() -> tuple[type[BaseException], ...]:
 
     from sqlalchemy import exc as sa_exc
 
-    kinds: list[type[BaseException]] = [
+    kinds: list[type[Exception]] = [
         sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, sa_exc.DisconnectionError,
         sqlite3.OperationalError,
     ]
