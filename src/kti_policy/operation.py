@@ -47,7 +47,7 @@ def id_list(**kw: Any) -> fields.List:
 
 
 def time_field(description: str) -> fields.AwareDateTime:
-    return fields.AwareDateTime(default_timezone=UTC, metadata={"description": description})
+    return BoundedAwareDateTime(default_timezone=UTC, metadata={"description": description})
 
 
 class SubjectSchema(_Base):
