@@ -201,13 +201,17 @@ def test_store_failure_denies(app_client: Any) -> None:
 
 
 def test_configuration(app_client: Any, app_config: dict[str, Any]) -> None:
-    got = app_client.get("/.well-known/authzen-configuration", base_url="https://pdp.kti.fi")
+    from kti_policy.app import create_app
+
+    # a public Host name: only with auth on (auth off answers loopback Host names only, issue 13)
+    keyed = create_app({**app_config, "KTI_API_KEYS": "k1:query"})
+    got = keyed.test_client().get("/.well-known/authzen-configuration", base_url="https://pdp.kti.fi")
+    keyed.extensions["kti"].close()
     assert got.status_code == 200 and got.get_json() == {
         "policy_decision_point": "https://pdp.kti.fi",
         "access_evaluation_endpoint": "https://pdp.kti.fi/access/v1/evaluation",
         "access_evaluations_endpoint": "https://pdp.kti.fi/access/v1/evaluations",
     }
-    from kti_policy.app import create_app
 
     app = create_app({**app_config, "KTI_PUBLIC_URL": "https://kti.example/pdp/"})
     doc = app.test_client().get("/.well-known/authzen-configuration").get_json()
