@@ -31,6 +31,7 @@ from .model import (
     NamedList,
     NamedPeriod,
     Not,
+    NoticeInfo,
     NoticeOverride,
     ObligationSpec,
     Policy,
@@ -62,7 +63,10 @@ VOCABULARY_KINDS = (
 )
 # kinds every vocabulary must have (the later ones came with CONTRACT v2 and may be left out)
 REQUIRED_KINDS = VOCABULARY_KINDS[:10]
-VOCABULARY_FILE_KEYS = ("vocabulary", "lists", "periods", "laws")
+VOCABULARY_FILE_KEYS = ("vocabulary", "lists", "periods", "laws", "notice")
+NOTICE_KEYS = ("controller", "register", "address", "email", "dpo", "updated", "bases")
+NOTICE_REQUIRED = ("controller", "address", "email")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 LAW_ID_RE = re.compile(r"^[A-Z0-9][A-Za-z0-9/]*$")
 # a provision: "12(3)", "17(3)(b)", "44-49", "21(2)-(3)", "2:10" (chapter:section), "6(1)(c)"
 PROVISION_RE = re.compile(r"^\d+[a-z]?(?::\d+[a-z]?)?(?:\(\d+[a-z]?\)|\([a-z]\))*(?:-(?:\d+[a-z]?|\(\d+\)))?$")
@@ -212,7 +216,58 @@ def _build_vocabulary(data: Any, file: str, ck: _Checker) -> Vocabulary | None:
             if label is not None:
                 kinds[kind][vid] = VocabEntry(vid, label, desc, bool(special))
     laws = _build_laws(root, ck)
-    return Vocabulary(kinds, _build_lists(root, ck), _build_periods(root, ck, laws), laws)
+    notice = _build_notice(root, ck, kinds)
+    return Vocabulary(kinds, _build_lists(root, ck), _build_periods(root, ck, laws), laws, notice)
+
+
+def _build_notice(root: LMap, ck: _Checker, kinds: Mapping[str, Mapping[str, VocabEntry]]) -> NoticeInfo | None:
+    """``notice: {controller, register, address, email, dpo, updated, bases}``: the controller's
+    details for ``kti-policy notice``; ``bases`` maps purpose ids to legal basis ids."""
+    if "notice" not in root:
+        return None
+    m = ck.mapping(root["notice"], root.at("notice"), "notice")
+    if m is None:
+        return None
+    ck.keys(m, NOTICE_KEYS, NOTICE_REQUIRED, "notice")
+    strings = {k: ck.string(m, k, "notice") for k in ("controller", "address", "email", "dpo", "updated")}
+    email = strings["email"]
+    if email is not None and not EMAIL_RE.match(email.strip()):
+        ck.err("wrong_type", f"notice.email must be an e-mail address like tietosuoja@example.fi, not {email!r}", m.at("email"))
+    updated = m.get("updated")
+    if "updated" in m and not (isinstance(updated, str) and re.match(r"^\d{4}-\d{2}-\d{2}$", updated)):
+        ck.err("wrong_type", "notice.updated must be the date the details were reviewed, YYYY-MM-DD (quote it)", m.at("updated"))
+    register = ck.text(m, "register", "notice")
+    bases: dict[str, tuple[str, ...]] = {}
+    if "bases" in m:
+        bm = ck.mapping(m["bases"], m.at("bases"), "notice.bases")
+        for purpose, body in (bm or {}).items():
+            where = f"notice.bases.{purpose}"
+            if purpose not in kinds.get("purpose", {}):
+                ck.err("unknown_vocabulary_id", f"{where}: {purpose!r} is not a purpose of the vocabulary{_suggest(str(purpose), kinds.get('purpose', {}))}",
+                       bm.key_at(purpose))  # type: ignore[union-attr]
+                continue
+            if not isinstance(body, LList) or not body:
+                ck.err("wrong_type", f"{where} must be a non-empty list of legal basis ids, e.g. [contract]", bm.at(purpose))  # type: ignore[union-attr]
+                continue
+            ok = True
+            for i, b in enumerate(body):
+                if not isinstance(b, str) or b not in kinds.get("legal_basis_type", {}):
+                    known = ", ".join(kinds.get("legal_basis_type", {}))
+                    ck.err("unknown_vocabulary_id", f"{where}[{i}]: {b!r} is not a legal_basis_type{_suggest(str(b), kinds.get('legal_basis_type', {}))}; known: {known}", body.at(i))
+                    ok = False
+            if ok:
+                bases[purpose] = tuple(body)
+    if any(strings[k] is None for k in NOTICE_REQUIRED):
+        return None
+    return NoticeInfo(
+        controller=strings["controller"].strip(),  # type: ignore[union-attr]
+        address=strings["address"].strip(),  # type: ignore[union-attr]
+        email=strings["email"].strip(),  # type: ignore[union-attr]
+        register=register,
+        dpo=(strings["dpo"] or "").strip(),
+        updated=updated if isinstance(updated, str) else "",
+        bases=bases,
+    )
 
 
 def _named(root: LMap, key: str, ck: _Checker, id_re: re.Pattern[str], what: str) -> Iterator[tuple[str, LMap, str]]:

@@ -78,6 +78,26 @@ class Law:
 
 
 @dataclass(frozen=True)
+class NoticeInfo:
+    """The controller's details for the privacy notice (``notice:`` in ``vocabulary.yaml``): what
+    ``kti-policy notice`` cannot read from the rules. ``bases`` maps a purpose id to the legal basis
+    ids (``legal_basis_type``) it rests on."""
+
+    controller: str
+    address: str
+    email: str
+    register: Text | None = None
+    dpo: str = ""  # the data protection officer's contact, when one is appointed
+    updated: str = ""  # YYYY-MM-DD: when compliance staff last reviewed these details
+    bases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"controller": self.controller, "address": self.address, "email": self.email,
+                "register": self.register.to_dict() if self.register else None, "dpo": self.dpo,
+                "updated": self.updated, "bases": {k: list(v) for k, v in self.bases.items()}}
+
+
+@dataclass(frozen=True)
 class Vocabulary:
     """Ids known per kind (operation, purpose, data_category, ...), with labels; and the pack's
     data: named lists, named periods and the acts its rules cite."""
@@ -86,6 +106,7 @@ class Vocabulary:
     lists: Mapping[str, NamedList] = field(default_factory=dict)
     periods: Mapping[str, NamedPeriod] = field(default_factory=dict)
     laws: Mapping[str, Law] = field(default_factory=dict)
+    notice: NoticeInfo | None = None
 
     def ids(self, kind: str) -> list[str]:
         return list(self.kinds.get(kind, {}))
@@ -111,6 +132,8 @@ class Vocabulary:
         out["lists"] = {k: v.to_dict() for k, v in self.lists.items()}
         out["periods"] = {k: v.to_dict() for k, v in self.periods.items()}
         out["laws"] = {k: v.to_dict() for k, v in self.laws.items()}
+        if self.notice is not None:
+            out["notice"] = self.notice.to_dict()
         return out
 
 
