@@ -32,7 +32,7 @@ def _print_errors(errors: list[PolicyError]) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kti-policy")
 def main() -> None:
-    """kti-policy: personal-data rules as code (check, test, eval, serve)."""
+    """kti-policy: personal-data rules as code (check, test, eval, notice, serve)."""
 
 
 @main.command()
@@ -248,6 +248,38 @@ def eval_cmd(request_json: str, directory: str, lang: str, facts_json: str | Non
                 click.echo("      unless:")
                 for line in explain_cond(rule.unless, ctx, lang).lines(4):
                     click.echo(line)
+
+
+@main.command("notice")
+@click.argument("directory", default="policies", type=click.Path(file_okay=False))
+@click.option("--lang", type=click.Choice(["en", "fi"]), default="en", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the notice to this file (default: standard output).")
+def notice_cmd(directory: str, lang: str, fmt: str, output: str | None) -> None:
+    """Write the privacy notice (GDPR 13/14) generated from the policies in DIRECTORY.
+
+    Controller and contact come from the notice: section of vocabulary.yaml; purposes, data,
+    sources, recipients, transfers, retention, rights, deadlines and cookies from the vocabulary,
+    lists, periods, laws and rules, so the published notice follows the rules enforced."""
+    from .notice import render
+
+    try:
+        policy_set = load_policy_set(directory)
+    except PolicyErrors as exc:
+        _print_errors(exc.errors)
+        click.echo("the policies do not load; no notice was written", err=True)
+        sys.exit(1)
+    text = render(policy_set, lang, fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        click.echo(f"error: cannot write {output}: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"wrote {output} ({lang}, {fmt}, policy version {policy_set.version})", err=True)
 
 
 def _register_optional() -> None:

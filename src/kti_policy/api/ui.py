@@ -557,6 +557,60 @@ def page() -> Any:
     return resp
 
 
+# the generated notice is a page of its own: no script, its inline stylesheet only
+_NOTICE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+
+@bp.get("/v1/notice")
+def notice_page() -> Any:
+    """The privacy notice generated from the loaded policy set (public, like /openapi.json).
+    ---
+    get:
+      summary: The privacy notice (GDPR 13/14) generated from the loaded policies
+      description: >-
+        The published privacy notice, written from the loaded pack's vocabulary, named lists and
+        periods, laws and rules (as `kti-policy notice` writes it), so that the notice and the
+        rules enforced cannot drift. It is public information: no key is needed. `lang` fi or en
+        (default: Accept-Language, else en); `format` html (default) or md.
+      security: []
+      parameters:
+        - {in: query, name: lang, schema: {type: string, enum: [fi, en]}}
+        - {in: query, name: format, schema: {type: string, enum: [html, md], default: html}}
+      responses:
+        200:
+          description: the notice
+          content:
+            text/html: {schema: {type: string}}
+            text/markdown: {schema: {type: string}}
+        400:
+          description: an unknown lang or format
+          content:
+            application/json:
+              schema: Error
+    """
+    from flask import request
+
+    from kti_policy.notice import render
+
+    lang = request.args.get("lang") or negotiated_language()
+    fmt = request.args.get("format") or "html"
+    if lang not in ("fi", "en"):
+        raise RequestError(f"lang must be fi or en, not {lang!r}", {"field": "lang"})
+    if fmt not in ("html", "md"):
+        raise RequestError(f"format must be html or md, not {fmt!r}", {"field": "format"})
+    loaded = _state().loaded()
+    text = render(loaded.policy_set, lang, fmt)
+    if fmt == "md":
+        resp = Response(text, content_type="text/markdown; charset=utf-8")
+    else:
+        resp = Response(text, content_type="text/html; charset=utf-8")
+        resp.headers["Content-Security-Policy"] = _NOTICE_CSP
+    resp.headers["Content-Language"] = lang
+    resp.headers["X-Policy-Version"] = loaded.version
+    resp.headers["Vary"] = "Accept-Language"
+    return resp
+
+
 @bp.get("/ui/assets/<name>")
 def asset(name: str) -> Any:
     """A stylesheet or script of the playground page.
