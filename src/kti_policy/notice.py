@@ -631,7 +631,8 @@ table { border-collapse: collapse; width: 100%; margin: .5rem 0 1rem; font-size:
 th, td { text-align: left; vertical-align: top; padding: .4rem .6rem; border-bottom: 1px solid var(--line); }
 thead th { background: var(--band); border-bottom: 2px solid var(--line); }
 table.facts th { width: 14rem; background: none; font-weight: 600; }
-td:last-child { white-space: normal; }
+.short { white-space: nowrap; }
+td:first-child { min-width: 9rem; }
 a { color: var(--accent); }
 footer { margin-top: 2.5rem; padding-top: .75rem; border-top: 1px solid var(--line); color: var(--muted); font-size: .88rem; }
 @media print { main { max-width: none; } a { color: inherit; } }
@@ -679,8 +680,13 @@ def _html_block(b: Para | Items | Table | Links) -> Iterator[str]:
                 f'<tr><th scope="row">{e(r[0])}</th>' + "".join(f"<td>{e(c)}</td>" for c in r[1:]) + "</tr>" for r in b.rows
             ) + "</tbody></table>"
             return
-        yield ("<table><thead><tr>" + "".join(f'<th scope="col">{e(h)}</th>' for h in b.head) + "</tr></thead><tbody>"
-               + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b.rows) + "</tbody></table>")
+        # a last column of short cells (citations, deadlines) does not wrap
+        n = len(b.head)
+        short = max((len(r[-1]) for r in b.rows), default=0) <= 28
+        cls = lambda i: ' class="short"' if short and i == n - 1 else ""  # noqa: E731
+        yield ("<table><thead><tr>" + "".join(f'<th scope="col"{cls(i)}>{e(h)}</th>' for i, h in enumerate(b.head)) + "</tr></thead><tbody>"
+               + "".join("<tr>" + "".join(f"<td{cls(i)}>{e(c)}</td>" for i, c in enumerate(r)) + "</tr>" for r in b.rows)
+               + "</tbody></table>")
     elif isinstance(b, Links):
         items = []
         for lid, title, url in b.links:
