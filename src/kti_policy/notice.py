@@ -556,9 +556,9 @@ def _deadlines(ps: PolicySet, lang: str, label: Any) -> Section:
         s.blocks.append(Table([_t("request", lang), _t("deadline", lang)],
                               [[", ".join(label("request_type", x) for x in types), when] for when, types in rows.items()]))
     for r in extended:
-        respond = next(o for o in r.obligations if o.type == "respond_by")
+        longer = next(o for o in r.obligations if o.type == "respond_by")
         note = next((o for o in r.obligations if o.type == "extension_notice_by"), None)
-        s.blocks.append(Para(_t("extended", lang, respond=_within(respond.param("within"), lang),
+        s.blocks.append(Para(_t("extended", lang, respond=_within(longer.param("within"), lang),
                                 notice=_within(note.param("within"), lang) if note else "—", law=_law_text([r]))))
     if s.blocks:
         s.blocks.append(Para(_t("business_day", lang), note=True))
