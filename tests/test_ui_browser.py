@@ -219,6 +219,70 @@ def test_access_request_dates_leave_the_first_copy_free(ui: Ui) -> None:
     ui.assert_no_problems()
 
 
+def test_erasure_request_shows_each_obligation_its_own_way_with_the_law(ui: Ui) -> None:
+    """Every obligation has its own heading (not "Access fee: ..."), with its data categories, and
+    each reason shows its law citations (RULES v2 Q1, Q4)."""
+    page = ui.page
+    page.get_by_label("Operation", exact=True).select_option("subject_request")
+    page.get_by_label("Request type").select_option("erasure")
+    page.get_by_label("Received (Helsinki time)").fill("2026-03-02T10:00")
+    page.get_by_role("button", name="Decide").click()
+    page.wait_for_selector("#decide-result .verdict.allow")
+    expected = ui.api("POST", "/v1/decisions", json={
+        "operation": "subject_request", "data_categories": [],
+        "request": {"type": "erasure", "written": False, "signed": False, "received_at": "2026-03-02T10:00:00+02:00"},
+        "subject": {"id": "playground-subject"},
+    })
+    types = [o["type"] for o in expected["obligations"]]
+    assert {"respond_by", "verify_identity", "notify_recipients"} <= set(types)
+    heads = page.locator("#decide-result .obligation-head").all_inner_texts()
+    assert len(heads) == len(types)
+    assert "Verify the requester's identity" in heads and "Notify the recipients" in heads
+    assert not [h for h in heads if h.startswith("Access fee")]
+    rights = next(r for r in expected["reasons"] if r["rule"] == "requests.rights")
+    item = page.locator("#decide-result .reasons > li", has=page.locator("code", has_text="requests.rights"))
+    assert item.first.locator(".law strong").inner_text() == ", ".join(rights["law"])
+    assert "GDPR 12(3)" in rights["law"]
+
+    # the identity-verified field reaches the request: no verify_identity any more
+    page.get_by_label("Identity verified").check()
+    page.get_by_role("button", name="Decide").click()
+    page.wait_for_function("() => !document.querySelector('#decide-result')?.textContent.includes(\"Verify the requester's identity\")")
+    ui.shot("decide-obligations")
+
+    # the header links to the notice generated from the loaded pack, in the page's language
+    link = page.get_by_role("link", name="Privacy notice generated from the loaded policies")
+    assert link.get_attribute("href") == "/v1/notice?lang=en"
+    page.get_by_role("button", name="Suomi").click()
+    assert page.locator("#notice-link").get_attribute("href") == "/v1/notice?lang=fi"
+    page.locator("#notice-link").click()
+    page.wait_for_selector("h1")
+    assert page.locator("h1").inner_text() == "Tietosuojaseloste"
+    assert page.locator("html").get_attribute("lang") == "fi"
+    ui.assert_no_problems()
+
+
+def test_a_delete_by_obligation_names_its_data_categories(ui: Ui) -> None:
+    page = ui.page
+    vocab = ui.api("GET", "/v1/policies")["vocabulary"]
+    page.get_by_label("Operation", exact=True).select_option("delete")
+    page.get_by_label(f"{vocab['data_category']['email']['label']['en']} (email)").check()
+    page.get_by_label("Customer relationship").select_option("ended")
+    page.get_by_role("button", name="Decide").click()
+    page.wait_for_selector("#decide-result .verdict")
+    expected = ui.api("POST", "/v1/decisions", json={
+        "operation": "delete", "data_categories": ["email"],
+        "subject": {"id": "playground-subject", "relationship": "ended"},
+    })
+    delete_by = [o for o in expected["obligations"] if o["type"] == "delete_by"]
+    heads = page.locator("#decide-result .obligation-head").all_inner_texts()
+    assert [h for h in heads if h.startswith("Delete by")] == [f"Delete by {o['due']}" if o.get("due") else "Delete by" for o in delete_by]
+    assert delete_by and delete_by[0]["data_categories"] == ["email"]  # RULES v2 R4
+    cats = page.locator("#decide-result .obligations .categories").first.inner_text()
+    assert cats == f"Data categories: {vocab['data_category']['email']['label']['en']}"
+    ui.assert_no_problems()
+
+
 def test_policies_with_conditions_citations_and_covering_tests(ui: Ui) -> None:
     page = ui.page
     coverage = ui.api("GET", "/v1/playground/coverage")

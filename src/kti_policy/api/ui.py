@@ -694,6 +694,7 @@ def _rule_dict(rule: Rule, lang: str, covered_by: list[dict[str, Any]], base: Pa
         "id": rule.id,
         "effect": rule.effect,
         "source": rule.source,
+        "law": list(rule.law),
         "reason": rule.reason.get(lang),
         "description": rule.description.get(lang) if rule.description else None,
         "when": describe(rule.when, lang),

@@ -76,6 +76,16 @@
       explanation_for: "Explanation with the facts entered here",
       tests_loaded_note: "Without an edit the tests run against the loaded set.",
       obligation_rule: "from rule",
+      extension_notice_by: "Tell the data subject of the extension by", delete_by: "Delete by",
+      retain_until: "Keep until", retain_until_open: "Keep: the retention period has not started yet",
+      verify_identity: "Verify the requester's identity", notify_recipients: "Notify the recipients",
+      obligation_categories: "Data categories", law: "law",
+      fs_request_more: "Copy, identity, extension", request_copy: "Which copy of the data (1 = the first, free)",
+      request_excessive: "Documented as manifestly unfounded or excessive", request_identity: "Identity verified",
+      request_extended: "Deadline extended (complex or many requests)",
+      channel: "Channel (marketing)", subject_kind: "Kind of data subject", cookie_kind: "Cookie kind (store_cookie)",
+      recipient_dpa: "Bound by a data processing agreement", recipient_safeguards: "Transfer safeguard",
+      notice_link: "Privacy notice generated from the loaded policies",
     },
     fi: {
       skip: "Siirry leikkikenttään", title: "Sääntöjen kokeilu",
@@ -142,6 +152,16 @@
       explanation_for: "Selitys tässä annetuilla tiedoilla",
       tests_loaded_note: "Ilman muutosta testit ajetaan ladattua joukkoa vasten.",
       obligation_rule: "säännöstä",
+      extension_notice_by: "Ilmoita rekisteröidylle pidennyksestä viimeistään", delete_by: "Poistettava viimeistään",
+      retain_until: "Säilytettävä asti", retain_until_open: "Säilytä: säilytysaika ei ole vielä alkanut",
+      verify_identity: "Varmista pyytäjän henkilöllisyys", notify_recipients: "Ilmoita vastaanottajille",
+      obligation_categories: "Tietoryhmät", law: "säädös",
+      fs_request_more: "Kopio, henkilöllisyys, pidennys", request_copy: "Monesko kopio tiedoista (1 = ensimmäinen, maksuton)",
+      request_excessive: "Todettu ilmeisen perusteettomaksi tai kohtuuttomaksi", request_identity: "Henkilöllisyys varmistettu",
+      request_extended: "Määräaikaa pidennetty (monimutkainen tai useita pyyntöjä)",
+      channel: "Kanava (markkinointi)", subject_kind: "Rekisteröidyn tyyppi", cookie_kind: "Evästeen laji (evästeen tallentaminen)",
+      recipient_dpa: "Henkilötietojen käsittelysopimus tehty", recipient_safeguards: "Siirron suojatoimi",
+      notice_link: "Ladatuista säännöistä tuotettu tietosuojaseloste",
     },
   };
 
@@ -256,6 +276,8 @@
     for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
     for (const b of document.querySelectorAll(".lang-btn")) b.setAttribute("aria-pressed", String(b.dataset.lang === state.lang));
     document.title = t("title") + " · kti-policy";
+    const notice = $("notice-link");
+    if (notice) notice.href = `/v1/notice?lang=${state.lang}`;
     renderAuth();
     updateCursor();
   }
@@ -377,7 +399,11 @@
       op.recipient = { type: v("f-recipient-type") };
       if (v("f-recipient-country")) op.recipient.country = v("f-recipient-country").toUpperCase();
       if (v("f-recipient-name")) op.recipient.name = v("f-recipient-name");
+      if ($("f-recipient-dpa").checked) op.recipient.dpa = true;
+      if (v("f-recipient-safeguards")) op.recipient.safeguards = v("f-recipient-safeguards");
     }
+    if (v("f-channel")) op.channel = v("f-channel");
+    if (v("f-cookie-kind")) op.cookie = { kind: v("f-cookie-kind") };
     if (v("f-legal-type")) {
       op.legal_basis = { type: v("f-legal-type") };
       if (v("f-legal-reference")) op.legal_basis.reference = v("f-legal-reference");
@@ -386,6 +412,11 @@
       op.request = { type: v("f-request-type"), written: $("f-request-written").checked, signed: $("f-request-signed").checked };
       const received = helsinkiIso(v("f-request-received"));
       if (received) op.request.received_at = received;
+      const copy = parseInt(v("f-request-copy"), 10);
+      if (copy >= 1) op.request.copy = copy;
+      if ($("f-request-excessive").checked) op.request.excessive = true;
+      if ($("f-request-identity").checked) op.request.identity_verified = true;
+      if ($("f-request-extended").checked) op.request.extended = true;
     }
     const facts = {
       consents: checkedValues($("f-consents")),
@@ -394,6 +425,7 @@
       access_requests: Array.from(document.querySelectorAll("#f-access-list input")).map((i) => helsinkiIso(i.value)).filter(Boolean),
     };
     if (v("f-relationship")) facts.relationship = v("f-relationship");
+    if (v("f-subject-kind")) facts.kind = v("f-subject-kind");
     if (op.operation !== "store_cookie" || v("f-subject-id")) op.subject = { id: v("f-subject-id") || "playground-subject" };
     return { op, facts };
   }
@@ -405,6 +437,7 @@
     if (facts.consents.length) body.subject.consents = facts.consents;
     if (facts.objections.length) body.subject.objections = facts.objections;
     if (facts.relationship) body.subject.relationship = facts.relationship;
+    if (facts.kind) body.subject.kind = facts.kind;
     if (facts.erasure_requested) body.subject.erasure_requested = true;
     return body;
   }
@@ -434,6 +467,18 @@
     return m && state.lang === "fi" ? `${+m[3]}.${+m[2]}.${m[1]}` : iso;
   }
 
+  /* what an obligation asks, in a few words: each type its own wording (never another type's) */
+  function obligationHead(o) {
+    switch (o.type) {
+      case "access_fee": return `${t("access_fee")}: ${o.chargeable ? t("chargeable") : t("not_chargeable")}`;
+      case "retain_until": return o.due ? `${t("retain_until")} ${formatDate(o.due)}` : t("retain_until_open");
+      case "verify_identity": case "notify_recipients": return t(o.type);
+      case "respond_by": case "extension_notice_by": case "delete_by":
+        return o.due ? `${t(o.type)} ${formatDate(o.due)}` : t(o.type);
+      default: return o.due ? `${o.type} ${formatDate(o.due)}` : o.type;
+    }
+  }
+
   function renderDecision(d, headingLevel) {
     const h = `h${headingLevel || 3}`;
     const verdict = el("p", { class: `verdict ${d.decision}` },
@@ -444,11 +489,15 @@
         el("p", { class: "meta" },
           el("span", {}, `${t("rule")}: `, el("code", {}, r.rule)), " · ",
           el("span", {}, `${t(r.effect)}`), " · ",
-          el("span", { class: "citation" }, `${t("citation")}: `, el("strong", {}, r.source || "—"))))));
+          el("span", { class: "citation" }, `${t("citation")}: `, el("strong", {}, r.source || "—")),
+          r.law && r.law.length ? [" · ", el("span", { class: "law" }, `${t("law")}: `, el("strong", {}, r.law.join(", ")))] : null))));
     const obligations = d.obligations.length
       ? el("ul", { class: "obligations" }, d.obligations.map((o) => el("li", {},
-        el("p", {}, el("strong", {}, o.type === "respond_by" ? `${t("respond_by")} ${formatDate(o.due)}` : `${t("access_fee")}: ${o.chargeable ? t("chargeable") : t("not_chargeable")}`)),
+        el("p", {}, el("strong", { class: "obligation-head" }, obligationHead(o))),
         el("p", { class: "message" }, o.message),
+        o.data_categories && o.data_categories.length
+          ? el("p", { class: "meta categories" }, `${t("obligation_categories")}: `, o.data_categories.map((c) => label("data_category", c)).join(", "))
+          : null,
         el("p", { class: "meta" }, `${t("obligation_rule")} `, el("code", {}, o.rule)))))
       : el("p", { class: "muted" }, t("no_obligations"));
     return el("div", { class: "decision" }, verdict,
@@ -572,6 +621,13 @@
     $("rule-count").textContent = t("rules_shown", { n: shown, m: total });
   }
 
+  /* an obligation as a rule declares it: its type and its parameters, e.g. "respond_by (within: months 1)" */
+  function obligationSpec(o) {
+    const params = Object.entries(o).filter(([k]) => k !== "type" && !k.startsWith("message"))
+      .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(" ") : (v && typeof v === "object" ? JSON.stringify(v) : v)}`);
+    return params.length ? `${o.type} (${params.join("; ")})` : o.type;
+  }
+
   function renderRule(r) {
     const covered = r.covered_by.length
       ? el("details", {}, el("summary", {}, `${t("covered_by")} (${r.covered_by.length})`),
@@ -583,11 +639,12 @@
       el("p", { class: "message" }, r.reason),
       r.description ? el("p", {}, r.description) : null,
       el("p", { class: "meta" }, `${t("citation")}: `, el("strong", {}, r.source || "—"),
+        r.law && r.law.length ? [` · ${t("law")}: `, el("strong", { class: "law" }, r.law.join(", "))] : null,
         r.line ? ` · ${r.file}:${r.line}` : null),
       el("p", { class: "cond-head" }, t("when")), el("pre", { class: "cond" }, r.when),
       r.unless ? [el("p", { class: "cond-head" }, t("unless")), el("pre", { class: "cond" }, r.unless)] : null,
       r.obligations.length ? el("p", { class: "meta" }, `${t("obligations")}: `,
-        r.obligations.map((o) => o.type === "respond_by" ? `${o.type} ${o.within ? o.within.join(" ") : ""}` : `${o.type} (${o.free_per_months})`).join(", ")) : null,
+        r.obligations.map(obligationSpec).join(", ")) : null,
       covered);
   }
 
