@@ -258,3 +258,25 @@ def test_get_notice_is_public_and_follows_lang_and_format(client: Any, pack: Pol
     op = spec["paths"]["/v1/notice"]["get"]
     assert op["security"] == [] and {"200", "400"} <= set(op["responses"])
     assert {"text/html", "text/markdown"} <= set(op["responses"]["200"]["content"])
+
+
+def test_the_readme_notice_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pack: PolicySet) -> None:
+    """README's ``kti-policy notice`` lines, run from a folder where ``policies`` is the pack."""
+    import shlex
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    lines = [ln.split("#", 1)[0].strip() for ln in readme.splitlines() if ln.startswith(".venv/bin/kti-policy notice")]
+    assert len(lines) >= 2
+    (tmp_path / "policies").symlink_to(PACK)
+    monkeypatch.chdir(tmp_path)
+    for line in lines:
+        args = shlex.split(line)[1:]
+        code, out, err = run(*args)
+        assert code == 0, (line, err)
+        if "--output" in args:
+            written = tmp_path / args[args.index("--output") + 1]
+            lang = args[args.index("--lang") + 1]
+            assert written.read_text(encoding="utf-8") == render(pack, lang, "html")
+        else:
+            assert out.startswith("# Privacy notice\n")
+    assert "GET /v1/notice?lang=fi|en&format=html|md" in readme
