@@ -203,6 +203,8 @@ def test_every_operation_through_the_generated_client(server: GunicornServer, ge
     # the playground
     r = run("ui_page_get")
     assert r.status_code == HTTPStatus.OK and b"<html" in r.content.lower()
+    r = run("ui_notice_page_get")  # public: the privacy notice generated from the pack
+    assert r.status_code == HTTPStatus.OK and b"<h1>Privacy notice</h1>" in r.content
     r = run("ui_asset_get", name="playground.css")
     assert r.status_code == HTTPStatus.OK
     r = run("ui_playground_policies_get")
