@@ -44,7 +44,7 @@ from .register_rules import (
     relationship_end_tasks,
     respond_due,
 )
-from .store import _PK, MAX_SUBJECT_ID_LEN, UtcDateTime, deliveries_t, events_t, parse_time, utcnow
+from .store import _PK, MAX_SUBJECT_ID_LEN, UtcDateTime, deliveries_t, parse_time, utcnow
 
 if TYPE_CHECKING:
     from .hooks import Subscription
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NOTICES_EVENT_ID = "kti-obligation-notices"  # migration 0002's sentinel event (see there)
 STATUSES = ("open", "extended", "completed", "refused")
 ACTIVE = ("open", "extended")
 MAX_REFERENCE = 200
@@ -313,7 +312,7 @@ class Register:
                 source_event_id=source_event_id,
             )
             # R1 data is announced when its retention ends, every other task at once
-            send_at = now if spec.retain_until is None else _start_of(spec.retain_until)
+            send_at = None if spec.retain_until is None else _start_of(spec.retain_until)
             data = {
                 "subject_id": subject_id,
                 "obligation_id": oid,
@@ -328,8 +327,8 @@ class Register:
             delivery_id = enqueue(conn, self.store.sealer, subs[spec.system], oid, "deletion.due", data,
                                   now, send_at)
             self._history(conn, oid, now, "deletion_due_queued", actor,
-                          {"delivery_id": delivery_id, "send_at": send_at.isoformat(),
-                           "system": spec.system})
+                          {"delivery_id": delivery_id, "system": spec.system,
+                           "send_at": _iso(send_at) if send_at else "now"})
         return len(specs)
 
     # -- events (called by Store.record_events inside its transaction)
@@ -485,20 +484,20 @@ def enqueue(
     body = json.dumps(
         {"type": event_type, "timestamp": _iso(now), "data": dict(data)}, separators=(",", ":")
     ).encode()
-    notices = sa.select(events_t.c.seq).where(events_t.c.event_id == NOTICES_EVENT_ID)
     return int(
         conn.execute(
             deliveries_t.insert()
             .values(
                 subscription_id=sub.id,
-                event_seq=notices.scalar_subquery(),
+                event_seq=None,  # no recorded event: the register itself speaks
                 event_id=f"obligation-{oid}-{event_type.replace('.', '_')}",
                 event_type=event_type,
                 status="pending",
                 body=sealer.seal(body),
                 attempts=0,
-                next_attempt_at=send_at or now,
-                created_at=now,
+                # the outbox runs on the real clock (the register's may be frozen in tests)
+                next_attempt_at=send_at or utcnow(),
+                created_at=utcnow(),
             )
             .returning(deliveries_t.c.id)
         ).scalar_one()

@@ -131,7 +131,7 @@ deliveries_t = sa.Table(
     metadata,
     sa.Column("id", _PK, primary_key=True, autoincrement=True),
     sa.Column("subscription_id", sa.String(64), nullable=False),
-    sa.Column("event_seq", _PK, sa.ForeignKey("events.seq"), nullable=False),
+    sa.Column("event_seq", _PK, sa.ForeignKey("events.seq"), nullable=True),
     sa.Column("event_id", sa.String(128), nullable=False),
     sa.Column("event_type", sa.String(64), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),

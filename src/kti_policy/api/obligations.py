@@ -32,14 +32,14 @@ from .schemas import read_json_object
 bp = Blueprint("obligations", __name__)
 
 _OBLIGATION = """
-            content:
-              application/json:
-                schema:
-                  type: object
-                  description: "An obligation: id, type (respond_by | delete_by), request_type,
-                    status (open | extended | completed | refused), overdue, due, received,
-                    reference, system (deletion tasks), rule, data_categories,
-                    extension_notice_by, history [{at, what, by, ...}]; never a subject id"
+          content:
+            application/json:
+              schema:
+                type: object
+                description: "An obligation: id, type (respond_by | delete_by), request_type,
+                  status (open | extended | completed | refused), overdue, due, received,
+                  reference, system (deletion tasks), rule, data_categories,
+                  extension_notice_by, history [{at, what, by, ...}]; never a subject id"
 """
 
 
@@ -80,28 +80,6 @@ def _conflict(err: ObligationConflict) -> Response:
 @bp.post("/v1/requests")
 @ingest_auth
 def post_request() -> Any:
-    """Open a data subject request case (201; 200 with the first case for a repeated reference)
-    ---
-    post:
-      requestBody:
-        required: true
-        content:
-          application/json:
-            schema:
-              type: object
-              required: [type, subject_id, received_at, reference]
-              properties:
-                type: {type: string, description: "request type id"}
-                subject_id: {type: string, description: "hashed at once; never stored clear"}
-                received_at: {type: string, format: date-time}
-                reference: {type: string, description: "the caller's ticket or letter number"}
-                identity_verified: {type: boolean}
-      responses:
-        "201":
-          description: the new case""" + _OBLIGATION + """
-        "200":
-          description: the case opened earlier with this type and reference
-    """
     opened = _register().open_request(read_json_object(), _actor())
     return jsonify(opened.obligation), 201 if opened.created else 200
 
@@ -171,13 +149,6 @@ def export_obligations() -> Any:
 @bp.get("/v1/obligations/<int:oid>")
 @require_role("query")
 def get_obligation(oid: int) -> Any:
-    """One obligation with its full history and the webhook deliveries sent for it
-    ---
-    get:
-      responses:
-        "200":
-          description: the obligation, with history and deliveries""" + _OBLIGATION + """
-    """
     reg = _register()
     with reg.store._read() as conn:
         return jsonify(detail(conn, oid, reg.today()))
@@ -234,3 +205,34 @@ refuse_obligation.__doc__ = _action_doc(
     "Refuse an open or extended obligation (reason required: cite the rule)",
     "{reason: {type: string}}",
 )
+
+
+post_request.__doc__ = """Open a data subject request case (201; 200 with the first case for a repeated reference)
+    ---
+    post:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [type, subject_id, received_at, reference]
+              properties:
+                type: {type: string, description: "request type id"}
+                subject_id: {type: string, description: "hashed at once; never stored clear"}
+                received_at: {type: string, format: date-time}
+                reference: {type: string, description: "the caller's ticket or letter number"}
+                identity_verified: {type: boolean}
+      responses:
+        "201":
+          description: the new case""" + _OBLIGATION + """
+        "200":
+          description: the case opened earlier with this type and reference
+    """
+get_obligation.__doc__ = """One obligation with its full history and the webhook deliveries sent for it
+    ---
+    get:
+      responses:
+        "200":
+          description: the obligation, with history and deliveries""" + _OBLIGATION + """
+    """

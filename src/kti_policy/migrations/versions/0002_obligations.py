@@ -1,10 +1,10 @@
-"""obligations register: obligations (cases and deletion tasks) and obligation_history
+"""obligations register: obligations (cases and deletion tasks), obligation_history; outbox rows
+without an event (``deliveries.event_seq`` nullable) for the register's own webhooks.
 
-Also one sentinel ``events`` row (``NOTICES_EVENT_ID``) that the register's own webhooks
-(``deletion.due``, ``obligation.due_soon``, ``obligation.overdue``) hang their outbox rows on:
-``deliveries.event_seq`` is NOT NULL, and making it nullable on SQLite means rebuilding the table,
-whose implicit DELETE would cascade into ``delivery_attempts``. The sentinel's subject key is not a
-hash (``-``), so no subject's facts or history ever see it.
+On SQLite, dropping NOT NULL rebuilds ``deliveries``; dropping the old table is an implicit DELETE
+that would cascade into ``delivery_attempts`` (foreign keys are on, and cannot be turned off inside
+the migration's transaction), so the attempt log is copied aside and put back in the same
+transaction.
 
 Revision ID: 0002_obligations
 Revises: 0001
@@ -12,8 +12,6 @@ Create Date: 2026-12-04
 """
 
 from __future__ import annotations
-
-from datetime import datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -24,7 +22,6 @@ branch_labels = None
 depends_on = None
 
 _PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-NOTICES_EVENT_ID = "kti-obligation-notices"
 
 
 def upgrade() -> None:
@@ -69,32 +66,17 @@ def upgrade() -> None:
         sa.Column("details", sa.Text(), nullable=False, server_default="{}"),
     )
     op.create_index("ix_obligation_history_obligation", "obligation_history", ["obligation_id", "id"])
-    events = sa.table(
-        "events",
-        sa.column("event_id", sa.String),
-        sa.column("type", sa.String),
-        sa.column("subject_key", sa.String),
-        sa.column("occurred_at", sa.DateTime),
-        sa.column("received_at", sa.DateTime),
-        sa.column("data", sa.Text),
-    )
-    now = datetime(2026, 12, 4)
-    op.bulk_insert(
-        events,
-        [
-            {
-                "event_id": NOTICES_EVENT_ID,
-                "type": "kti.obligation_notices",
-                "subject_key": "-",
-                "occurred_at": now,
-                "received_at": now,
-                "data": "{}",
-            }
-        ],
-    )
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("CREATE TEMP TABLE kti_attempts_copy AS SELECT * FROM delivery_attempts")
+        with op.batch_alter_table("deliveries", recreate="always") as batch:
+            batch.alter_column("event_seq", existing_type=_PK, nullable=True)
+        op.execute("DELETE FROM delivery_attempts")
+        op.execute("INSERT INTO delivery_attempts SELECT * FROM kti_attempts_copy")
+        op.execute("DROP TABLE kti_attempts_copy")
+    else:
+        op.alter_column("deliveries", "event_seq", existing_type=_PK, nullable=True)
 
 
 def downgrade() -> None:
-    op.execute(sa.text(f"DELETE FROM events WHERE event_id = '{NOTICES_EVENT_ID}'"))
     op.drop_table("obligation_history")
     op.drop_table("obligations")
