@@ -97,6 +97,14 @@ history_t = sa.Table(
 )
 
 
+# Built once and executed with parameters: building ``.values(...)`` per row cost more than running
+# it (bench/register_bench.py, profiled).
+_INSERT_OBLIGATION = obligations_t.insert().returning(obligations_t.c.id)
+_INSERT_HISTORY = history_t.insert()
+_INSERT_DELIVERY = deliveries_t.insert().returning(deliveries_t.c.id)
+_CASE_BY_KEY = sa.select(obligations_t.c.id).where(obligations_t.c.case_key == sa.bindparam("k"))
+
+
 class ObligationConflict(KtiError):
     """The obligation's state forbids the action (HTTP 409): e.g. extending twice or completing a
     refused case."""
@@ -207,11 +215,7 @@ class Register:
         return f"{rtype}\x1f{reference}"
 
     def _case_by_key(self, conn: Connection, rtype: str, reference: str) -> int | None:
-        return conn.execute(
-            sa.select(obligations_t.c.id).where(
-                obligations_t.c.case_key == self._case_key(rtype, reference)
-            )
-        ).scalar()
+        return conn.execute(_CASE_BY_KEY, {"k": self._case_key(rtype, reference)}).scalar()
 
     def _open_case(
         self,
@@ -253,14 +257,10 @@ class Register:
         return case_id, queued
 
     def _insert(self, conn: Connection, now: datetime, actor: str, **values: Any) -> int:
-        values.setdefault("data_categories", "[]")
-        oid = int(
-            conn.execute(
-                obligations_t.insert()
-                .values(status="open", created_at=now, **values)
-                .returning(obligations_t.c.id)
-            ).scalar_one()
-        )
+        row = dict.fromkeys(c.name for c in obligations_t.c if c.name != "id")
+        row.update(data_categories="[]", status="open", created_at=now)
+        row.update(values)
+        oid = int(conn.execute(_INSERT_OBLIGATION, row).scalar_one())
         details = {"due": values["due"].isoformat(), "rule": values["rule"]}
         if values.get("source_event_id"):
             details["event_id"] = values["source_event_id"]
@@ -272,10 +272,9 @@ class Register:
         conn: Connection, oid: int, at: datetime, what: str, actor: str, details: Mapping[str, Any]
     ) -> None:
         conn.execute(
-            history_t.insert().values(
-                obligation_id=oid, at=at, what=what, actor=actor[:200],
-                details=json.dumps(dict(details), sort_keys=True),
-            )
+            _INSERT_HISTORY,
+            {"obligation_id": oid, "at": at, "what": what, "actor": actor[:200],
+             "details": json.dumps(dict(details), sort_keys=True)},
         )
 
     def _open_tasks(
@@ -484,24 +483,20 @@ def enqueue(
     body = json.dumps(
         {"type": event_type, "timestamp": _iso(now), "data": dict(data)}, separators=(",", ":")
     ).encode()
-    return int(
-        conn.execute(
-            deliveries_t.insert()
-            .values(
-                subscription_id=sub.id,
-                event_seq=None,  # no recorded event: the register itself speaks
-                event_id=f"obligation-{oid}-{event_type.replace('.', '_')}",
-                event_type=event_type,
-                status="pending",
-                body=sealer.seal(body),
-                attempts=0,
-                # the outbox runs on the real clock (the register's may be frozen in tests)
-                next_attempt_at=send_at or utcnow(),
-                created_at=utcnow(),
-            )
-            .returning(deliveries_t.c.id)
-        ).scalar_one()
+    row = dict.fromkeys(c.name for c in deliveries_t.c if c.name != "id")
+    row.update(
+        subscription_id=sub.id,
+        event_seq=None,  # no recorded event: the register itself speaks
+        event_id=f"obligation-{oid}-{event_type.replace('.', '_')}",
+        event_type=event_type,
+        status="pending",
+        body=sealer.seal(body),
+        attempts=0,
+        # the outbox runs on the real clock (the register's may be frozen in tests)
+        next_attempt_at=send_at or utcnow(),
+        created_at=utcnow(),
     )
+    return int(conn.execute(_INSERT_DELIVERY, row).scalar_one())
 
 
 def _start_of(day: date) -> datetime:
