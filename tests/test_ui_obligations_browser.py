@@ -60,7 +60,7 @@ def test_requests_and_deadlines_tab(browser: Any, server: GunicornServer) -> Non
         page.get_by_role("button", name="Suomi").click()
         assert page.get_by_role("tab", name="Pyynnöt ja määräajat").get_attribute("aria-selected") == "true"
         assert page.locator("#obl-status").inner_text() == "3 avoinna, 1 myöhässä"
-        assert "myöhässä" in page.locator("#obl-rows tr").nth(0).inner_text()
+        assert "myöhässä" in page.locator("#obl-rows tr").nth(0).inner_text().lower()
         assert page.locator("th").filter(has_text="Määräpäivä").count() == 1
         ui.shot("obligations-fi")
         ui.assert_no_problems()
