@@ -36,9 +36,6 @@ EVENT_TYPES: dict[str, dict[str, Any]] = {
     "access_request.received": {"written": bool, "signed": bool},
     "restriction.registered": {},
     "restriction.lifted": {},
-    # a subscribed system reports a deletion done (closes its tasks in the obligations register;
-    # no fact): str is free text, not a vocabulary kind
-    "deletion.confirmed": {"system": str},
 }
 # optional data fields and their default (None: left out when not given)
 OPTIONAL_DATA: dict[str, Any] = {"written": False, "signed": False, "kind": None}

@@ -65,7 +65,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .errors import EventConflict, NotFound, RequestError, UnknownVocabularyId
-from .facts import EVENT_TYPES, OPTIONAL_DATA, FactEvent, SubjectFacts, fold_events
+from .facts import EVENT_TYPES as FACT_EVENT_TYPES
+from .facts import OPTIONAL_DATA, FactEvent, SubjectFacts, fold_events
 from .pseudonym import Pseudonymizer, instance_dir, pseudonymizer_from_config
 
 if TYPE_CHECKING:
@@ -77,6 +78,10 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 MAX_BATCH = 1000
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_:\-]{0,127}$")
 MAX_SUBJECT_ID_LEN = 256
+
+# Inbound event types: those that carry facts, and the obligations register's deletion.confirmed
+# (a system reports a deletion done; no fact; ``str`` is free text, not a vocabulary kind).
+EVENT_TYPES: dict[str, dict[str, Any]] = {**FACT_EVENT_TYPES, "deletion.confirmed": {"system": str}}
 
 # called inside record_events' transaction for each new event (see Store.add_event_hook)
 EventHook = Callable[[Connection, "NewEvent", int, datetime], int]
