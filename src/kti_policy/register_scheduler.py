@@ -26,10 +26,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import Gauge
-from sqlalchemy.engine import Connection
 
 from .calendar import to_helsinki_date
 from .register import ACTIVE, Clock, enqueue, history_t, obligations_t
+from .register_query import to_dict
 from .register_rules import due_soon_threshold, parse_lead_days
 from .store import Store, utcnow
 
@@ -66,7 +66,8 @@ class ObligationScheduler:
     @classmethod
     def from_config(cls, store: Store, config: Mapping[str, Any]) -> ObligationScheduler:
         """``KTI_OBLIGATION_LEAD_DAYS`` (default 5), ``KTI_OBLIGATION_SCAN_SECONDS`` (60)."""
-        clock = config.get("KTI_CLOCK") or utcnow
+        clock = config.get("KTI_CLOCK")
+        clock = clock if callable(clock) else utcnow  # a callable from tests; never the env
         interval = float(config.get("KTI_OBLIGATION_SCAN_SECONDS") or 60)
         return cls(store, clock=clock, lead_days=parse_lead_days(
             config.get("KTI_OBLIGATION_LEAD_DAYS")), interval=interval)
@@ -122,7 +123,7 @@ class ObligationScheduler:
                     continue
                 for sub in subs:
                     deliveries.setdefault(row.id, []).append(
-                        enqueue(conn, self.store.sealer, sub, row.id, what, _notice(row), now)
+                        enqueue(conn, self.store.sealer, sub, row.id, what, _notice(row, today), now)
                     )
             conn.execute(
                 history_t.insert(),
@@ -157,27 +158,12 @@ class ObligationScheduler:
         return counts
 
 
-def _notice(row: Any) -> dict[str, Any]:
-    """The reminder's data: what is due and the caller's reference, never a subject id."""
-    return {
-        "obligation_id": row.id,
-        "type": row.type,
-        "request_type": row.request_type,
-        "status": row.status,
-        "due": row.due.isoformat(),
-        "received": row.received.isoformat(),
-        "reference": row.reference,
-        "system": row.system,
-        "rule": row.rule,
-        "data_categories": json.loads(row.data_categories),
-    }
+_NOTICE_FIELDS = ("type", "request_type", "status", "due", "received", "reference", "system",
+                  "rule", "data_categories")
 
 
-def count_unreminded(conn: Connection) -> int:
-    """Active obligations never reminded (for tests and the bench)."""
-    o = obligations_t.c
-    return int(
-        conn.execute(
-            sa.select(sa.func.count()).where(o.status.in_(ACTIVE), o.due_soon_sent_at.is_(None))
-        ).scalar_one()
-    )
+def _notice(row: Any, today: date) -> dict[str, Any]:
+    """The reminder's data: the obligation as the API shows it, without its history; like the
+    API, it never holds a subject id (staff find the case by its reference)."""
+    item = to_dict(row, today)
+    return {"obligation_id": item["id"], **{k: item[k] for k in _NOTICE_FIELDS}}

@@ -54,7 +54,8 @@ def init_app(app: Flask, store: Any, config: Mapping[str, Any]) -> None:
         request_types = tuple(vocab.ids("request_type")) or REQUEST_TYPES
     except Exception:  # a policy set without request types: the contract's ids
         request_types = REQUEST_TYPES
-    clock = config.get("KTI_CLOCK") or utcnow
+    clock = config.get("KTI_CLOCK")
+    clock = clock if callable(clock) else utcnow  # a callable from tests; never the env
     app.extensions["kti_register"] = Register(store, clock=clock, request_types=request_types)
     app.register_blueprint(bp)
 
