@@ -268,6 +268,7 @@ def test_transitions_validation_and_roles(env: Env) -> None:
                         headers=H[INGEST])
     assert r.status_code == 409 and "has passed" in r.json["message"]
     assert env.client.post("/v1/obligations/999999/complete", headers=H[INGEST]).status_code == 404
+    assert env.client.get(f"/v1/obligations/{2**63}", headers=H[QUERY]).status_code == 404
     bad = [
         ({**base, "type": "gossip", "reference": "x"}, "type"),
         ({**base, "reference": "x"}, "type"),

@@ -20,6 +20,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, stream_with_context
 
+from kti_policy.errors import NotFound
 from kti_policy.register import ObligationConflict, Register
 from kti_policy.register_query import Query, csv_text, detail, list_page
 from kti_policy.store import utcnow
@@ -63,6 +64,16 @@ def init_app(app: Flask, store: Any, config: Mapping[str, Any]) -> None:
 def _register() -> Register:
     reg: Register = current_app.extensions["kti_register"]
     return reg
+
+
+MAX_ID = 2**63 - 1  # a BIGINT; a larger id in the URL would overflow the database driver
+
+
+def _id(oid: int) -> int:
+    """``oid`` when it can name an obligation; 404 for ids no row can have."""
+    if not 1 <= oid <= MAX_ID:
+        raise NotFound(f"no obligation {oid}", {"id": oid})
+    return oid
 
 
 def _actor() -> str:
@@ -152,7 +163,7 @@ def export_obligations() -> Any:
 def get_obligation(oid: int) -> Any:
     reg = _register()
     with reg.store._read() as conn:
-        return jsonify(detail(conn, oid, reg.today()))
+        return jsonify(detail(conn, _id(oid), reg.today()))
 
 
 def _action_doc(what: str, body: str) -> str:
@@ -179,20 +190,20 @@ def _action_doc(what: str, body: str) -> str:
 @bp.post("/v1/obligations/<int:oid>/extend")
 @require_role("ingest")
 def extend_obligation(oid: int) -> Any:
-    return jsonify(_register().extend(oid, read_json_object(), _actor()))
+    return jsonify(_register().extend(_id(oid), read_json_object(), _actor()))
 
 
 @bp.post("/v1/obligations/<int:oid>/complete")
 @require_role("ingest")
 def complete_obligation(oid: int) -> Any:
     body = read_json_object() if request.get_data(cache=True) else {}
-    return jsonify(_register().complete(oid, body, _actor()))
+    return jsonify(_register().complete(_id(oid), body, _actor()))
 
 
 @bp.post("/v1/obligations/<int:oid>/refuse")
 @require_role("ingest")
 def refuse_obligation(oid: int) -> Any:
-    return jsonify(_register().refuse(oid, read_json_object(), _actor()))
+    return jsonify(_register().refuse(_id(oid), read_json_object(), _actor()))
 
 
 extend_obligation.__doc__ = _action_doc(
