@@ -28,19 +28,21 @@ from kti_policy.store import utcnow
 from .auth import presented_key, require_role
 from .errors import error_response
 from .events import ingest_auth
+from .obligation_schemas import OPENAPI_SCHEMAS
 from .schemas import read_json_object
 
 bp = Blueprint("obligations", __name__)
+__all__ = ["OPENAPI_SCHEMAS", "bp", "init_app"]  # OPENAPI_SCHEMAS: read by openapi.py
 
 _OBLIGATION = """
           content:
             application/json:
-              schema:
-                type: object
-                description: "An obligation: id, type (respond_by | delete_by), request_type,
-                  status (open | extended | completed | refused), overdue, due, received,
-                  reference, system (deletion tasks), rule, data_categories,
-                  extension_notice_by, history [{at, what, by, ...}]; never a subject id"
+              schema: ObligationRecord
+"""
+_ERROR = """
+          content:
+            application/json:
+              schema: Error
 """
 
 
@@ -121,6 +123,9 @@ def list_obligations() -> Any:
       responses:
         "200":
           description: "{items: [obligation], next_cursor: string | null}"
+          content:
+            application/json:
+              schema: ObligationRecordList
     """
     reg = _register()
     query = _query()
@@ -167,23 +172,19 @@ def get_obligation(oid: int) -> Any:
 
 
 def _action_doc(what: str, body: str) -> str:
+    """The docstring of an action: ``body`` names its request schema."""
     return f"""{what}
     ---
     post:
       requestBody:
         content:
           application/json:
-            schema:
-              type: object
-              properties: {body}
+            schema: {body}
       responses:
         "200":
           description: the obligation after the change{_OBLIGATION}
         "409":
-          description: its state forbids this action
-          content:
-            application/json:
-              schema: Error
+          description: its state forbids this action{_ERROR}
     """
 
 
@@ -209,13 +210,13 @@ def refuse_obligation(oid: int) -> Any:
 extend_obligation.__doc__ = _action_doc(
     "Extend a rights request once, on or before its due date: due becomes three months after "
     "receipt (GDPR 12(3))",
-    "{reason: {type: string}}",
+    "ObligationReason",
 )
 complete_obligation.__doc__ = _action_doc("Complete an open or extended obligation",
-                                          "{note: {type: string}}")
+                                          "ObligationNote")
 refuse_obligation.__doc__ = _action_doc(
     "Refuse an open or extended obligation (reason required: cite the rule)",
-    "{reason: {type: string}}",
+    "ObligationReason",
 )
 
 
@@ -226,20 +227,12 @@ post_request.__doc__ = """Open a data subject request case (201; 200 with the fi
         required: true
         content:
           application/json:
-            schema:
-              type: object
-              required: [type, subject_id, received_at, reference]
-              properties:
-                type: {type: string, description: "request type id"}
-                subject_id: {type: string, description: "hashed at once; never stored clear"}
-                received_at: {type: string, format: date-time}
-                reference: {type: string, description: "the caller's ticket or letter number"}
-                identity_verified: {type: boolean}
+            schema: RequestCase
       responses:
         "201":
           description: the new case""" + _OBLIGATION + """
         "200":
-          description: the case opened earlier with this type and reference
+          description: the case opened earlier with this type and reference""" + _OBLIGATION + """
     """
 get_obligation.__doc__ = """One obligation with its full history and the webhook deliveries sent for it
     ---
