@@ -218,6 +218,30 @@ def test_every_operation_through_the_generated_client(server: GunicornServer, ge
             body=model("PlaygroundTestRequest").from_dict({"files": {}}))
     assert r.status_code == HTTPStatus.OK
 
+    # the obligations register (CONTRACT section 8)
+    req = {"type": "access", "subject_id": sid, "received_at": "2026-01-05T10:00:00+02:00",
+           "reference": f"ref-{sid}"}
+    r = run("obligations_post_request_post", body=model("RequestCase").from_dict(req))
+    assert r.status_code == HTTPStatus.CREATED and isinstance(r.parsed, model("ObligationRecord"))
+    oid = r.parsed.id
+    assert str(r.parsed.due) == "2026-02-05" and r.parsed.history[0]["what"] == "opened"
+    r = run("obligations_post_request_post", body=model("RequestCase").from_dict(req))
+    assert r.status_code == HTTPStatus.OK and r.parsed.id == oid
+    r = run("obligations_list_obligations_get", reference=f"ref-{sid}")
+    assert isinstance(r.parsed, model("ObligationRecordList")) and [o.id for o in r.parsed.items] == [oid]
+    r = run("obligations_get_obligation_get", oid=oid)
+    assert isinstance(r.parsed, model("ObligationRecord")) and r.parsed.overdue is True
+    r = run("obligations_export_obligations_get")
+    assert r.status_code == HTTPStatus.OK and r.content.startswith(b"id,type,")
+    r = run("obligations_extend_obligation_post", oid=oid,
+            body=model("ObligationReason").from_dict({"reason": "complex"}))
+    assert r.status_code == HTTPStatus.CONFLICT and r.parsed.error == "obligation_conflict"
+    r = run("obligations_refuse_obligation_post", oid=oid,
+            body=model("ObligationReason").from_dict({"reason": "GDPR 12(5)"}))
+    assert r.status_code == HTTPStatus.OK and r.parsed.status.value == "refused"
+    r = run("obligations_complete_obligation_post", oid=oid, body=model("ObligationNote").from_dict({}))
+    assert r.status_code == HTTPStatus.CONFLICT
+
     missing = set(documented) - called
     assert not missing, f"operations without a call through the generated client: {missing}"
 

@@ -174,6 +174,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         log.warning("kti_policy.api.events is missing: events and subjects routes are off")
     else:
         app.register_blueprint(events.bp)
+        from .api import obligations
+
+        obligations.init_app(app, store, cfg)  # the obligations register (CONTRACT section 8)
 
     _install_request_hooks(app, state)
     app.wsgi_app = RedactedLogTarget(app.wsgi_app)  # type: ignore[method-assign]

@@ -130,8 +130,12 @@ class Worker:
         timeout: float = 15.0,
         lease_seconds: float | None = None,
         poll_interval: float = 1.0,
+        scheduler: Any = None,
     ) -> None:
         self.store = store
+        # the obligations register's reminder pass (register_scheduler.ObligationScheduler)
+        self.scheduler = scheduler
+        self._last_scan = -math.inf
         subs = store.subscriptions if subscriptions is None else subscriptions
         self.subscriptions = {s.id: s for s in subs if s.secret}
         self.schedule = tuple(schedule)
@@ -158,12 +162,15 @@ class Worker:
             concurrency = int(config.get("KTI_HOOK_CONCURRENCY", 8))
         except ValueError as exc:
             raise ConfigError(f"webhook worker settings: {exc}") from None
+        from .register_scheduler import ObligationScheduler
+
         return cls(
             store,
             schedule=parse_schedule(config.get("KTI_HOOK_RETRY_SCHEDULE")),
             jitter=jitter,
             timeout=timeout,
             concurrency=concurrency,
+            scheduler=ObligationScheduler.from_config(store, config),
         )
 
     # -- one attempt
@@ -280,6 +287,15 @@ class Worker:
         self.store.complete_attempts(outcomes)
         return len(claims), sum(o.delivered for o in outcomes)
 
+    def scan_obligations(self, force: bool = False) -> None:
+        """The register's reminder pass, at most once per its interval (``force``: now)."""
+        if self.scheduler is None:
+            return
+        if not force and time.monotonic() - self._last_scan < self.scheduler.interval:
+            return
+        self._last_scan = time.monotonic()
+        self.scheduler.run_once()
+
     def run_once(self) -> int:
         """One round: claim what is due now (up to ``batch_size``), send it; the number delivered."""
         return self._round()[1]
@@ -300,6 +316,7 @@ class Worker:
         last_gauges = 0.0
         while not stop.is_set():
             try:
+                self.scan_obligations()
                 claimed, _ = self._round()
                 failures = 0
                 if time.monotonic() - last_gauges > 15:
@@ -355,6 +372,7 @@ def deliver_command(once: bool) -> None:
         log.warning("no active webhook subscriptions: nothing will be delivered")
     try:
         if once:
+            worker.scan_obligations(force=True)
             click.echo(f"delivered {worker.drain()}")
             return
         stop = threading.Event()

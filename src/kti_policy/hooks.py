@@ -7,6 +7,11 @@
         url: http://127.0.0.1:9000/kti          # http(s) URL to POST to
         events: [objection.registered, consent.withdrawn]
         secret_env: KTI_HOOK_SECRET_MARKETING   # env var holding "whsec_<base64 of 24-64 bytes>"
+        holds: [name, email]                    # optional: data categories this system keeps
+                                                # (the obligations register opens its deletion tasks)
+
+Besides the recorded event types, ``events`` may name the register's own webhooks
+(``REGISTER_EVENTS``: ``deletion.due``, ``obligation.due_soon``, ``obligation.overdue``).
 
 ``load_subscriptions(dir)`` returns them or raises ``PolicyErrors`` with every problem at
 ``file:line:col``; ``check_hooks(dir, environ)`` returns the problems for ``kti-policy check``, where
@@ -38,6 +43,10 @@ from .yamlpos import LList, LMap, load_file
 log = logging.getLogger(__name__)
 
 SUBSCRIPTION_KEYS = ("id", "url", "events", "secret_env")
+OPTIONAL_KEYS = ("holds",)
+#: webhooks the obligations register sends (CONTRACT section 8); not inbound event types
+REGISTER_EVENTS = ("deletion.due", "obligation.due_soon", "obligation.overdue")
+CATEGORY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_PREFIX = "whsec_"
@@ -53,6 +62,7 @@ class Subscription:
     secret_env: str
     position: Position | None = field(default=None, compare=False)
     secret: bytes | None = field(default=None, repr=False, compare=False)
+    holds: frozenset[str] = frozenset()
 
     def wants(self, event_type: str) -> bool:
         return event_type in self.events
@@ -190,11 +200,12 @@ def _subscription(
         return None
     n_before = len(errors)
     for key in item:
-        if key not in SUBSCRIPTION_KEYS:
+        if key not in SUBSCRIPTION_KEYS + OPTIONAL_KEYS:
             errors.append(
                 PolicyError(
                     "unknown_key",
-                    f"unknown key {key!r}; a subscription has {', '.join(SUBSCRIPTION_KEYS)}",
+                    f"unknown key {key!r}; a subscription has "
+                    f"{', '.join(SUBSCRIPTION_KEYS + OPTIONAL_KEYS)}",
                     item.key_at(key),
                 )
             )
@@ -229,16 +240,18 @@ def _subscription(
             )
         else:
             for j, etype in enumerate(events):
-                if etype not in EVENT_TYPES:
+                if etype not in EVENT_TYPES and etype not in REGISTER_EVENTS:
+                    known = ", ".join((*EVENT_TYPES, *REGISTER_EVENTS))
                     errors.append(
                         PolicyError(
                             "unknown_event_type",
-                            f"unknown event type {etype!r}; known: {', '.join(EVENT_TYPES)}",
+                            f"unknown event type {etype!r}; known: {known}",
                             events.at(j),
                         )
                     )
                 else:
                     event_set.add(etype)
+    holds = _holds(item, errors)
     if "secret_env" in item:
         if not isinstance(secret_env, str) or not ENV_RE.match(secret_env):
             errors.append(
@@ -266,7 +279,32 @@ def _subscription(
                     errors.append(PolicyError("bad_secret", exc.message, item.at("secret_env")))
     if len(errors) != n_before and any(e.severity == "error" for e in errors[n_before:]):
         return None
-    return Subscription(str(sid), str(url), frozenset(event_set), str(secret_env), item.pos)
+    return Subscription(
+        str(sid), str(url), frozenset(event_set), str(secret_env), item.pos, holds=holds
+    )
+
+
+def _holds(item: LMap, errors: list[PolicyError]) -> frozenset[str]:
+    """``holds``: data category ids (snake_case); the policy vocabulary is not loaded here."""
+    if "holds" not in item:
+        return frozenset()
+    value = item.get("holds")
+    if not isinstance(value, LList):
+        errors.append(
+            PolicyError("hook_invalid", "holds: a list of data category ids", item.at("holds"))
+        )
+        return frozenset()
+    out: set[str] = set()
+    for j, cat in enumerate(value):
+        if not isinstance(cat, str) or not CATEGORY_RE.match(cat):
+            errors.append(
+                PolicyError(
+                    "hook_invalid", f"holds: {cat!r} is not a data category id", value.at(j)
+                )
+            )
+        else:
+            out.add(cat)
+    return frozenset(out)
 
 
 def load_subscriptions(folder: Path | str) -> list[Subscription]:

@@ -66,7 +66,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import dbtimeouts
 from .errors import EventConflict, NotFound, RequestError, UnknownVocabularyId
-from .facts import EVENT_TYPES, OPTIONAL_DATA, FactEvent, SubjectFacts, fold_events
+from .facts import EVENT_TYPES as FACT_EVENT_TYPES
+from .facts import OPTIONAL_DATA, FactEvent, SubjectFacts, fold_events
 from .fileperms import private_dir, private_sqlite
 from .pseudonym import Pseudonymizer, instance_dir, pseudonymizer_from_config
 from .timerange import RANGE_MESSAGE, in_range
@@ -81,6 +82,13 @@ MAX_BATCH = 1000
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_:\-]{0,127}$")
 MAX_SUBJECT_ID_LEN = 256
 DEFAULT_DB_TIMEOUT = dbtimeouts.DEFAULT_TIMEOUT  # seconds; KTI_DATABASE_TIMEOUT
+
+# Inbound event types: those that carry facts, and the obligations register's deletion.confirmed
+# (a system reports a deletion done; no fact; ``str`` is free text, not a vocabulary kind).
+EVENT_TYPES: dict[str, dict[str, Any]] = {**FACT_EVENT_TYPES, "deletion.confirmed": {"system": str}}
+
+# called inside record_events' transaction for each new event (see Store.add_event_hook)
+EventHook = Callable[[Connection, "NewEvent", int, datetime], int]
 
 # optional data fields and their default
 _OPTIONAL_DATA = OPTIONAL_DATA
@@ -132,7 +140,7 @@ deliveries_t = sa.Table(
     metadata,
     sa.Column("id", _PK, primary_key=True, autoincrement=True),
     sa.Column("subscription_id", sa.String(64), nullable=False),
-    sa.Column("event_seq", _PK, sa.ForeignKey("events.seq"), nullable=False),
+    sa.Column("event_seq", _PK, sa.ForeignKey("events.seq"), nullable=True),
     sa.Column("event_id", sa.String(128), nullable=False),
     sa.Column("event_type", sa.String(64), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
@@ -291,6 +299,9 @@ def validate_event(
                 value = _OPTIONAL_DATA[name]
             if not isinstance(value, bool):
                 raise _bad(fname, "must be true or false", index)
+        elif kind is str:
+            if not isinstance(value, str) or not value.strip() or len(value) > 128:
+                raise _bad(fname, "required: a non-empty string of at most 128 characters", index)
         else:
             if value is None and name in _OPTIONAL_DATA and _OPTIONAL_DATA[name] is None:
                 continue  # optional and not given: left out
@@ -523,6 +534,7 @@ class Store:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._facts_read = _DriverQuery(_FACTS_OF_ONE, self.engine.dialect, _FactRow)
         self._outbox_listeners: list[Callable[[], None]] = []
+        self._event_hooks: list[EventHook] = []
         if migrate:
             self.migrate()
 
@@ -640,6 +652,12 @@ class Store:
     def add_outbox_listener(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` after a commit that made deliveries due (wakes in-process workers)."""
         self._outbox_listeners.append(callback)
+
+    def add_event_hook(self, hook: EventHook) -> None:
+        """Call ``hook(conn, event, seq, now)`` for each newly recorded event, inside the
+        transaction that records it (the obligations register opens cases there); it returns the
+        number of outbox rows it added. A raising hook rolls the whole batch back."""
+        self._event_hooks.append(hook)
 
     def _notify_outbox(self) -> None:
         for callback in self._outbox_listeners:
@@ -788,6 +806,7 @@ class Store:
                             for s in subs
                         ],
                     )
+                added = sum(hook(conn, ev, seq, now) for hook in self._event_hooks)
                 record = {
                     "id": ev.event_id,
                     "type": ev.type,
@@ -797,7 +816,7 @@ class Store:
                     "sequence": seq,
                     "data": json.loads(data_text),
                 }
-                results.append(RecordResult(True, record, len(subs)))
+                results.append(RecordResult(True, record, len(subs) + added))
         return results
 
     def _subject_rows(self, subject_id: str) -> list[Any]:

@@ -54,7 +54,7 @@ from .schemas import load_or_400, operation_schema, read_json_object
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 STATIC_DIR = _PACKAGE / "static"
-ASSETS = ("playground.css", "playground.js")
+ASSETS = ("playground.css", "playground.js", "obligations.js")
 
 bp = Blueprint("ui", __name__, template_folder=str(_PACKAGE / "templates"))
 
