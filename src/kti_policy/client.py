@@ -37,7 +37,6 @@ service learns later (``channel``, ``cookie``, ...) need no client change.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
 import inspect
 import logging
@@ -52,6 +51,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 
 from . import __version__
+from .retry_after import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -306,18 +306,7 @@ def decision_body(base: Mapping[str, Any] | None = None, /, **fields: Any) -> di
 
 def retry_after_seconds(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return parse_retry_after(value, datetime.now(UTC))
 
 
 def _raise_for(resp: httpx.Response) -> None:

@@ -19,7 +19,6 @@ and never shorter than the receiver's ``Retry-After``; after the last one the de
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import math
@@ -30,7 +29,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
@@ -42,6 +41,7 @@ from . import metrics_events as metrics
 from .errors import ConfigError, KtiError
 from .hooks import Subscription
 from .http_deadline import Deadline, deadline_session
+from .retry_after import parse_retry_after
 from .store import AttemptOutcome, Claim, Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -64,22 +64,6 @@ def parse_schedule(text: str | None) -> tuple[float, ...]:
     if any(d < 0 or math.isnan(d) or math.isinf(d) for d in delays):
         raise ConfigError("KTI_HOOK_RETRY_SCHEDULE: delays must be finite and not negative")
     return delays
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def scrub_subject_id(text: str, body: bytes, truncated: bool = False) -> str:
