@@ -75,7 +75,7 @@ def on_starting(server):  # type: ignore[no-untyped-def]
 
 def post_fork(server, worker):  # type: ignore[no-untyped-def]
     """Access log lines of GET /v1/subjects/<id> would hold the clear id: rewrite them."""
-    from kti_policy.redact import install
+    from kti_policy.api.redact import install
 
     install("gunicorn.access", "gunicorn.error")
 

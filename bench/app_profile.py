@@ -30,8 +30,8 @@ from http_bench import API_KEY, BATCH, fact_events  # noqa: E402
 from machine import describe, machine  # noqa: E402
 from workload import generate  # noqa: E402
 
-from kti_policy.app import create_app  # noqa: E402
-from kti_policy.loader import load_policy_set  # noqa: E402
+from kti_policy.api.app import create_app  # noqa: E402
+from kti_policy.policy.loader import load_policy_set  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

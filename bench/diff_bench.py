@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine  # noqa: E402
 from workload import AT, generate  # noqa: E402
 
-from kti_policy.decision import Decider  # noqa: E402
-from kti_policy.decision_log import DecisionLog  # noqa: E402
-from kti_policy.loader import load_policy_set  # noqa: E402
-from kti_policy.operation import parse_operation  # noqa: E402
-from kti_policy.pseudonym import Pseudonymizer  # noqa: E402
+from kti_policy.api.decision_log import DecisionLog  # noqa: E402
+from kti_policy.decide.decision import Decider  # noqa: E402
+from kti_policy.decide.operation import parse_operation  # noqa: E402
+from kti_policy.policy.loader import load_policy_set  # noqa: E402
+from kti_policy.store.pseudonym import Pseudonymizer  # noqa: E402
 
 TARGET_SECONDS = 60.0
 REQUEST_TYPES = ["access", "inquiry", "rectification", "erasure", "objection"]
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         edited_copy(Path(args.policies), new_dir)
         print(f"wrote {args.n} log lines ({log_path.stat().st_size / 1e6:.1f} MB) in {gen:.1f} s")
 
-        cmd = [sys.executable, "-c", "from kti_policy.cli import main; main()", "diff", args.policies, str(new_dir),
+        cmd = [sys.executable, "-c", "from kti_policy.tools.cli import main; main()", "diff", args.policies, str(new_dir),
                "--log", str(log_path), "--no-cases", "--format", "json"]
         start = time.perf_counter()
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine  # noqa: E402
 from workload import generate  # noqa: E402
 
-from kti_policy.decision import Decider  # noqa: E402
-from kti_policy.loader import load_policy_set  # noqa: E402
-from kti_policy.operation import parse_operation  # noqa: E402
+from kti_policy.decide.decision import Decider  # noqa: E402
+from kti_policy.decide.operation import parse_operation  # noqa: E402
+from kti_policy.policy.loader import load_policy_set  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 

@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import describe, machine  # noqa: E402
 
-from kti_policy.delivery import Worker
-from kti_policy.hooks import Subscription, parse_secret
-from kti_policy.pseudonym import Pseudonymizer
-from kti_policy.store import Store, status_counts
+from kti_policy.hooks.delivery import Worker
+from kti_policy.hooks.subscriptions import Subscription, parse_secret
+from kti_policy.store.db import Store, status_counts
+from kti_policy.store.pseudonym import Pseudonymizer
 
 THREADS = 8
 

@@ -60,7 +60,7 @@ sys.path.insert(0, str(REPO / "src"))
 from machine import describe, machine  # noqa: E402
 from workload import AT, generate  # noqa: E402
 
-from kti_policy.loader import load_policy_set  # noqa: E402
+from kti_policy.policy.loader import load_policy_set  # noqa: E402
 
 API_KEY = "bench-key-0123456789abcdef"
 BATCH = 100

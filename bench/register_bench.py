@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import describe, machine  # noqa: E402
 
-from kti_policy.hooks import Subscription, parse_secret  # noqa: E402
-from kti_policy.pseudonym import Pseudonymizer  # noqa: E402
-from kti_policy.register import Register, obligations_t  # noqa: E402
-from kti_policy.register_scheduler import ObligationScheduler  # noqa: E402
-from kti_policy.store import Store  # noqa: E402
+from kti_policy.hooks.subscriptions import Subscription, parse_secret  # noqa: E402
+from kti_policy.register.ledger import Register, obligations_t  # noqa: E402
+from kti_policy.register.scheduler import ObligationScheduler  # noqa: E402
+from kti_policy.store.db import Store  # noqa: E402
+from kti_policy.store.pseudonym import Pseudonymizer  # noqa: E402
 
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 

@@ -15,8 +15,8 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kti_policy.facts import SubjectFacts
-from kti_policy.model import Vocabulary
+from kti_policy.facts.fold import SubjectFacts
+from kti_policy.policy.model import Vocabulary
 
 PURPOSES = ["customer_relationship", "rights_and_obligations", "online_services", "research",
             "direct_marketing", "partner_marketing", "debt_collection", "product_development",

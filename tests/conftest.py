@@ -14,6 +14,13 @@ from __future__ import annotations
 import base64 as _ev_base64
 import os as _ev_os
 import secrets as _ev_secrets
+
+# --- tests mirror the packages (tests/policy/, tests/decide/, ...; end-to-end in tests/e2e/) --------
+# Tests import each other by basename (``from test_policytest import ...``): every test folder that
+# is not a package is on sys.path (pytest's default "prepend" import mode adds tests/ itself, so
+# ``from conftest import ...`` and ``from e2e.server import ...`` work). Basenames must therefore be
+# unique across folders; this refuses a duplicate before anything is collected.
+import sys as _lay_sys  # noqa: E402
 import threading as _ev_threading
 from collections.abc import Callable as _EvCallable
 from collections.abc import Iterator as _EvIterator
@@ -21,9 +28,21 @@ from dataclasses import dataclass as _ev_dataclass
 from dataclasses import field as _ev_field
 from http.server import BaseHTTPRequestHandler as _EvHandler
 from http.server import ThreadingHTTPServer as _EvServer
+from pathlib import Path as _LayPath  # noqa: E402
 from typing import Any as _EvAny
 
 import pytest
+
+_LAY_TESTS = _LayPath(__file__).resolve().parent
+_lay_seen: dict[str, _LayPath] = {}
+for _lay_file in sorted(_LAY_TESTS.rglob("test_*.py")):
+    if _lay_file.name in _lay_seen:
+        raise RuntimeError(f"two test files named {_lay_file.name}: {_lay_seen[_lay_file.name]}, {_lay_file}")
+    _lay_seen[_lay_file.name] = _lay_file
+    _lay_dir = str(_lay_file.parent)
+    if not (_lay_file.parent / "__init__.py").exists() and _lay_dir not in _lay_sys.path:
+        _lay_sys.path.append(_lay_dir)
+# --- end tests layout ------------------------------------------------------------------------------
 
 EVENTS_PG_ENV = "KTI_TEST_POSTGRES_URL"
 
@@ -64,8 +83,8 @@ def new_hook_secret() -> str:
 
 @pytest.fixture
 def make_store(db_url: EventsDb) -> _EvIterator[_EvCallable[..., _EvAny]]:
-    from kti_policy.pseudonym import Pseudonymizer
-    from kti_policy.store import Store
+    from kti_policy.store.db import Store
+    from kti_policy.store.pseudonym import Pseudonymizer
 
     opened: list[Store] = []
 
@@ -204,7 +223,7 @@ def app_config(tmp_path: _SvcPath) -> dict[str, _EvAny]:
 
 @pytest.fixture
 def app_client(app_config: dict[str, _EvAny]) -> _EvAny:
-    from kti_policy.app import create_app
+    from kti_policy.api.app import create_app
 
     app = create_app(app_config)
     yield app.test_client()

@@ -187,7 +187,7 @@ def dockerignore_rules() -> list[str]:
 def test_dockerignore_matcher_semantics() -> None:
     rules = ["*", "!src/", "**/__pycache__", "instance"]
     assert dockerignore_excludes(".venv/bin/python", rules)
-    assert not dockerignore_excludes("src/kti_policy/app.py", rules)
+    assert not dockerignore_excludes("src/kti_policy/api/app.py", rules)
     assert dockerignore_excludes("src/kti_policy/__pycache__/app.cpython-311.pyc", rules)
     assert dockerignore_excludes("instance/kti.sqlite3", rules)
 
@@ -391,9 +391,9 @@ def test_wheel_holds_modules_and_package_data(wheel: Path) -> None:
                      if "__pycache__" not in p.parts)
     missing = [m for m in modules + package_data_files() if m not in names]
     assert not missing, f"not in the wheel: {missing}"
-    assert any(n.startswith("kti_policy/migrations/versions/") for n in names)
+    assert any(n.startswith("kti_policy/store/migrations/versions/") for n in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "kti-policy = kti_policy.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "kti-policy = kti_policy.tools.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def test_installed_wheel_serves_on_its_own(wheel: Path, tmp_path: Path) -> None:

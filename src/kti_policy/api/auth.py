@@ -13,23 +13,13 @@ Views declare what they need with ``@require_role("query")``; a request without 
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from flask import current_app, g, request
 
-from kti_policy.errors import ConfigError, KtiError, Unauthorized
-
-ROLES = ("query", "ingest", "admin")
-# admin may do everything a query or ingest key may do
-_IMPLIED: dict[str, frozenset[str]] = {
-    "query": frozenset({"query"}),
-    "ingest": frozenset({"ingest"}),
-    "admin": frozenset(ROLES),
-}
+from kti_policy.config import _IMPLIED, ROLES, ApiKeys
+from kti_policy.errors import KtiError, Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,58 +30,6 @@ class Forbidden(KtiError):
     """A known API key without the role the endpoint needs (HTTP 403)."""
 
     code = "forbidden"
-
-
-def _digest(key: str) -> bytes:
-    # Keys are looked up by digest so that the comparison does not leak key prefixes by timing.
-    return hashlib.sha256(key.encode("utf-8")).digest()
-
-
-@dataclass(frozen=True)
-class ApiKeys:
-    """The configured keys (by digest) and their roles. Empty means auth is off."""
-
-    roles_by_digest: Mapping[bytes, frozenset[str]] = field(default_factory=dict)
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.roles_by_digest)
-
-    @classmethod
-    def parse(cls, text: str | None) -> ApiKeys:
-        """Parse ``key:role[+role],...``; raises ``ConfigError`` naming the bad entry."""
-        keys: dict[bytes, frozenset[str]] = {}
-        for raw in (text or "").split(","):
-            entry = raw.strip()
-            if not entry:
-                continue
-            key, sep, role_text = entry.rpartition(":")
-            if not sep or not key:
-                raise ConfigError(
-                    "KTI_API_KEYS: each entry must be key:role[+role]",
-                    {"entry_index": len(keys)},
-                )
-            roles: set[str] = set()
-            for role in role_text.split("+"):
-                role = role.strip()
-                if role not in _IMPLIED:
-                    raise ConfigError(
-                        f"KTI_API_KEYS: unknown role {role!r}; known roles: {', '.join(ROLES)}",
-                        {"role": role, "known": list(ROLES)},
-                    )
-                roles |= _IMPLIED[role]
-            keys[_digest(key)] = frozenset(roles) | keys.get(_digest(key), frozenset())
-        return cls(keys)
-
-    def roles_for(self, key: str) -> frozenset[str] | None:
-        """The roles of ``key``, or None when it is not a configured key."""
-        found: frozenset[str] | None = None
-        wanted = _digest(key)
-        for digest, roles in self.roles_by_digest.items():
-            # constant-time over the whole table: no early exit on a match
-            if hmac.compare_digest(digest, wanted):
-                found = roles
-        return found
 
 
 def presented_key() -> str | None:

@@ -41,9 +41,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
-from kti_policy.decision import Decision
+from kti_policy.decide.decision import Decision
+from kti_policy.decide.operation import Operation, parse_operation
 from kti_policy.errors import RequestError, UnknownVocabularyId
-from kti_policy.operation import Operation, parse_operation
 
 from .auth import require_role
 from .decisions import decide_operations, negotiated_language
@@ -168,7 +168,7 @@ class AuthzenConfigurationSchema(Schema):
     access_evaluations_endpoint = fields.String(required=True)
 
 
-#: read by ``kti_policy.openapi`` for the components of /openapi.json
+#: read by ``kti_policy.api.openapi`` for the components of /openapi.json
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "AuthzenEvaluationRequest": AuthzenEvaluationRequestSchema,
     "AuthzenEvaluationItem": AuthzenEvaluationItemSchema,
@@ -188,7 +188,7 @@ _EVALUATIONS = AuthzenEvaluationsRequestSchema()
 @functools.cache
 def action_keys() -> frozenset[str]:
     """The decision request's top-level fields that ``action.properties`` may carry."""
-    from kti_policy.operation import OperationSchema
+    from kti_policy.decide.operation import OperationSchema
 
     taken = {"operation", "subject", *RESOURCE_TOP_KEYS, *CONTEXT_KEYS}
     return frozenset(OperationSchema().fields) - taken

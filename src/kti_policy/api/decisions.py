@@ -17,11 +17,11 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from kti_policy.decision import EVAL_ERROR, Decision, Reason
+from kti_policy.decide.decision import EVAL_ERROR, Decision, Reason
+from kti_policy.decide.operation import Operation, parse_operation
 from kti_policy.errors import RequestError
-from kti_policy.facts import SubjectFacts
-from kti_policy.model import Text
-from kti_policy.operation import Operation, parse_operation
+from kti_policy.facts.fold import SubjectFacts
+from kti_policy.policy.model import Text
 
 from .auth import require_role
 from .schemas import BatchRequestSchema, load_or_400, read_json_object

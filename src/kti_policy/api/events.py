@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 from flask import Blueprint, current_app, jsonify, request
 
 from kti_policy.errors import NotFound, RequestError
-from kti_policy.inbound import verify_inbound
+from kti_policy.hooks.inbound import verify_inbound
 
 F = TypeVar("F", bound=Callable[..., Any])
 

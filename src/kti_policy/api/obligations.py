@@ -21,9 +21,9 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, stream_with_context
 
 from kti_policy.errors import NotFound
-from kti_policy.register import ObligationConflict, Register
-from kti_policy.register_query import Query, csv_text, detail, list_page
-from kti_policy.store import utcnow
+from kti_policy.register.ledger import ObligationConflict, Register
+from kti_policy.register.query import Query, csv_text, detail, list_page
+from kti_policy.store.tables import utcnow
 
 from .auth import presented_key, require_role
 from .errors import error_response
@@ -50,7 +50,7 @@ def init_app(app: Flask, store: Any, config: Mapping[str, Any]) -> None:
     """Attach the register (needs a real ``Store``: one with event hooks) and the routes."""
     if not hasattr(store, "add_event_hook"):
         return
-    from kti_policy.register_rules import REQUEST_TYPES
+    from kti_policy.register.rules import REQUEST_TYPES
 
     try:
         vocab = app.extensions["kti"].policy_set().vocabulary

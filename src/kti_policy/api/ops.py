@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from kti_policy.metrics import render_latest
+from .metrics import render_latest
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def metrics() -> Any:
             text/plain: {schema: {type: string}}
     """
     try:
-        from kti_policy.metrics_events import update_outbox_gauges
+        from kti_policy.store.metrics_events import update_outbox_gauges
 
         update_outbox_gauges(current_app.extensions["kti"].store)
     except Exception:

@@ -1,8 +1,8 @@
 """HTTP-level marshmallow schemas: the envelopes around the core's request schema.
 
-The decision request itself is ``kti_policy.operation.OperationSchema`` (the core validates it,
+The decision request itself is ``kti_policy.decide.operation.OperationSchema`` (the core validates it,
 together with the vocabulary, in ``parse_operation``); this module adds the batch envelope, the
-response shapes and the error body. ``kti_policy.openapi`` documents the API from these same
+response shapes and the error body. ``kti_policy.api.openapi`` documents the API from these same
 classes, so the published schema cannot drift from what the service checks.
 """
 
@@ -33,7 +33,7 @@ def load_or_400(schema: Schema, body: Any, what: str) -> dict[str, Any]:
 
 def operation_schema() -> type[Schema]:
     """The core's decision request schema (imported late: the core may load after this module)."""
-    from kti_policy.operation import OperationSchema
+    from kti_policy.decide.operation import OperationSchema
 
     return OperationSchema
 

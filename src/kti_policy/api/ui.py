@@ -38,15 +38,15 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from werkzeug.exceptions import NotFound as HttpNotFound
 
 from kti_policy import __version__
-from kti_policy.conditions import describe, explain_rule
-from kti_policy.decision import Decider, Decision, build_context
+from kti_policy.decide.decision import Decider, Decision, build_context
+from kti_policy.decide.operation import MAX_LIST, id_field, id_list, parse_operation, strict_bool
+from kti_policy.decide.timerange import BoundedAwareDateTime
 from kti_policy.errors import PolicyError, PolicyErrors, Position, RequestError, UnknownVocabularyId
-from kti_policy.facts import SubjectFacts
-from kti_policy.loader import VOCABULARY_FILE, load_policy_set, policy_files, version_of
-from kti_policy.model import PolicySet, Rule, Vocabulary
-from kti_policy.operation import MAX_LIST, id_field, id_list, parse_operation, strict_bool
-from kti_policy.policytest import CaseResult, TestRun, run_tests, test_files
-from kti_policy.timerange import BoundedAwareDateTime
+from kti_policy.facts.fold import SubjectFacts
+from kti_policy.policy.conditions import describe, explain_rule
+from kti_policy.policy.loader import VOCABULARY_FILE, load_policy_set, policy_files, version_of
+from kti_policy.policy.model import PolicySet, Rule, Vocabulary
+from kti_policy.verify.policytest import CaseResult, TestRun, run_tests, test_files
 
 from .auth import current_keys, require_role
 from .decisions import negotiated_language
@@ -590,7 +590,7 @@ def notice_page() -> Any:
     """
     from flask import request
 
-    from kti_policy.notice import render
+    from kti_policy.policy.notice import render
 
     lang = request.args.get("lang") or negotiated_language()
     fmt = request.args.get("format") or "html"

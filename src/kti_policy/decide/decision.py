@@ -1,0 +1,238 @@
+"""Decide: match the rules, combine, explain, attach obligations. Never raises; fails closed.
+
+Combining (CONTRACT section 2): any matching forbid denies and every matching forbid is a reason;
+otherwise a matching permit allows and the permits are the reasons; otherwise ``default.deny``.
+A decision never changes state.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from threading import Lock
+from typing import Any
+
+from kti_policy.errors import EvalError, PolicyError, PolicyErrors, Position
+from kti_policy.facts.fold import SubjectFacts
+from kti_policy.policy.conditions import AT, matching_rules
+from kti_policy.policy.model import PolicySet, Rule, Text
+
+from . import obligations as obl
+from .compile import compile_policy_set
+from .engine import Engine, fits
+from .operation import Operation
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DENY = "default.deny"
+EVAL_ERROR = "eval_error"
+_DEFAULT_DENY_TEXT = Text(
+    fi="Mikään sääntö ei salli tätä toimenpidettä, joten se on kielletty.",
+    en="No rule permits this operation, so it is denied.",
+)
+_EVAL_ERROR_TEXT = Text(
+    fi="Päätöstä ei voitu arvioida ({fault}); toimenpide on kielletty varmuuden vuoksi.",
+    en="The decision could not be evaluated ({fault}); the operation is denied to be safe.",
+)
+
+
+@dataclass(frozen=True)
+class Reason:
+    rule: str
+    effect: str
+    message: Text
+    source: str
+    law: tuple[str, ...] = ()
+
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "effect": self.effect,
+            "message": self.message.get(lang),
+            "source": self.source,
+            "law": list(self.law),
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision_id: str
+    allowed: bool
+    reasons: tuple[Reason, ...]
+    obligations: tuple[obl.Obligation, ...]
+    policy_version: str
+    evaluated_at: datetime
+    operation: Operation
+    facts: SubjectFacts
+    matched: frozenset[str] = field(default_factory=frozenset)
+    error: str | None = None
+
+    @property
+    def decision(self) -> str:
+        return "allow" if self.allowed else "deny"
+
+    @property
+    def rule_ids(self) -> list[str]:
+        return [r.rule for r in self.reasons]
+
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        """The CONTRACT response body, messages in ``lang`` (fi or en)."""
+        return {
+            "decision_id": self.decision_id,
+            "decision": self.decision,
+            "allowed": self.allowed,
+            "reasons": [r.to_dict(lang) for r in self.reasons],
+            "obligations": [o.to_dict(lang) for o in self.obligations],
+            "policy_version": self.policy_version,
+            "evaluated_at": self.evaluated_at.isoformat(),
+        }
+
+    def log_record(self, subject_key: str | None) -> dict[str, Any]:
+        """One decision-log line: enough to replay it, with the subject id pseudonymised."""
+        return {
+            "decision_id": self.decision_id,
+            "time": self.evaluated_at.isoformat(),
+            "request": self.operation.to_dict(subject_id=subject_key),
+            "facts": self.facts.to_dict(),
+            "decision": self.decision,
+            "rules": self.rule_ids,
+            "obligations": [o.to_dict("en") for o in self.obligations],
+            "policy_version": self.policy_version,
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+def build_context(op: Operation, facts: SubjectFacts, now: datetime | None = None) -> dict[str, Any]:
+    """The flat path -> value view that conditions read (see ``fields``), and ``at``: the
+    operation's instant (its ``at``, else ``now``) that duration conditions count to."""
+    d = op.data
+    recipient = d.get("recipient") or {}
+    legal = d.get("legal_basis") or {}
+    request = d.get("request") or {}
+    cookie = d.get("cookie") or {}
+    return {
+        AT: op.at or now or datetime.now(UTC),
+        "operation": d.get("operation"),
+        "purpose": d.get("purpose"),
+        "data_categories": tuple(d.get("data_categories") or ()),
+        "channel": d.get("channel"),
+        "recipient.type": recipient.get("type"),
+        "recipient.country": recipient.get("country"),
+        "recipient.name": recipient.get("name"),
+        "recipient.dpa": recipient.get("dpa"),
+        "recipient.safeguards": recipient.get("safeguards"),
+        "legal_basis.type": legal.get("type"),
+        "legal_basis.reference": legal.get("reference"),
+        "source": d.get("source"),
+        "cookie.kind": cookie.get("kind"),
+        "request.type": request.get("type"),
+        "request.written": request.get("written"),
+        "request.signed": request.get("signed"),
+        "request.identity_verified": request.get("identity_verified"),
+        "request.extended": request.get("extended"),
+        "request.excessive": request.get("excessive"),
+        "request.further_copy": (request.get("copy_number") or 1) > 1 if request else None,
+        "subject.kind": facts.kind,
+        "subject.consents": tuple(sorted(facts.consents)),
+        "subject.withdrawn_consents": tuple(sorted(facts.withdrawn_consents)),
+        "subject.objections": tuple(sorted(facts.objections)),
+        "subject.relationship": facts.relationship,
+        "subject.relationship_started_at": facts.relationship_started_at,
+        "subject.relationship_ended_at": facts.relationship_ended_at,
+        "subject.erasure_requested": facts.erasure_requested,
+        "subject.erasure_requested_at": facts.erasure_requested_at,
+        "subject.restricted": facts.restricted,
+    }
+
+
+def engine_problems(policy_set: PolicySet, compiled: Any = None) -> list[PolicyError]:
+    """Rules durable-rules cannot take even split into parts (``engine_limit``), at their position:
+    ``kti-policy check`` reports them, and a reload refuses the set rather than serve without it."""
+    compiled = compiled or compile_policy_set(policy_set)
+    out = []
+    for rule in policy_set.rules:
+        error = fits(compiled.parts_of(rule.id))
+        if error is not None:
+            out.append(PolicyError(
+                "engine_limit",
+                f"rule {rule.id} is too complex for the rule engine ({error.strip()}; durable-rules allows "
+                "32 expressions per condition): split it into several rules, or name long value lists "
+                "with in_list",
+                rule.pos or Position(rule.policy),
+            ))
+    return out
+
+
+class Decider:
+    """Decides operations against one policy set through durable-rules.
+
+    Matches depend only on the projected fields of the context and the policy version, so they
+    are cached per projection (bounded LRU); obligations, times and ids are computed per call.
+    """
+
+    def __init__(self, policy_set: PolicySet, cache_size: int = 65536, use_engine: bool = True) -> None:
+        self.policy_set = policy_set
+        self.rules: dict[str, Rule] = {r.id: r for r in policy_set.rules}
+        self.compiled = compile_policy_set(policy_set)
+        self.engine = None
+        if use_engine:
+            try:
+                self.engine = Engine(self.compiled)
+            except EvalError as exc:
+                problems = engine_problems(policy_set, self.compiled)
+                raise (PolicyErrors(problems) if problems else exc) from exc
+        self._cache: OrderedDict[tuple[Any, ...], frozenset[str]] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = Lock()
+
+    def match(self, ctx: dict[str, Any]) -> frozenset[str]:
+        """Rule ids matching ``ctx``: from the cache, else from durable-rules (or the reference)."""
+        if self.engine is None:
+            return matching_rules(self.policy_set.rules, ctx)
+        key = self.compiled.projection.key(ctx)
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        found = self.engine.matches(self.compiled.projection.fact(ctx))
+        if self._cache_size:
+            with self._cache_lock:
+                self._cache[key] = found
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return found
+
+    def decide(self, op: Operation, facts: SubjectFacts | None = None, now: datetime | None = None) -> Decision:
+        now = now or datetime.now(UTC)
+        facts = (facts or SubjectFacts()).merge_inline(op.inline_facts)
+        decision_id = "dec_" + uuid.uuid4().hex
+        try:
+            return self._decide(op, facts, now, decision_id)
+        except Exception as exc:  # fail closed: whatever went wrong, deny and say so
+            log.exception("evaluation failed; answering deny")
+            fault = type(exc).__name__
+            text = Text(_EVAL_ERROR_TEXT.fi.replace("{fault}", fault), _EVAL_ERROR_TEXT.en.replace("{fault}", fault))
+            return Decision(
+                decision_id, False, (Reason(EVAL_ERROR, "forbid", text, ""),), (),
+                self.policy_set.version, now, op, facts, error=f"{fault}: {exc}",
+            )
+
+    def _decide(self, op: Operation, facts: SubjectFacts, now: datetime, decision_id: str) -> Decision:
+        ctx = build_context(op, facts, now)
+        matched = self.match(ctx)
+        ordered = [r for r in self.rules.values() if r.id in matched]
+        forbids = [r for r in ordered if r.effect == "forbid"]
+        permits = [r for r in ordered if r.effect == "permit"]
+        deciding = forbids or permits
+        allowed = not forbids and bool(permits)
+        if deciding:
+            reasons = tuple(Reason(r.id, r.effect, r.reason, r.source, r.law) for r in deciding)
+        else:
+            reasons = (Reason(DEFAULT_DENY, "forbid", _DEFAULT_DENY_TEXT, ""),)
+        computed = (obl.compute(r, spec, op, facts, ctx[AT]) for r in deciding for spec in r.obligations)
+        obligations = tuple(o for o in computed if o is not None)
+        return Decision(decision_id, allowed, reasons, obligations, self.policy_set.version, now, op, facts, matched)

@@ -1,0 +1,378 @@
+"""The webhook delivery worker: drains the outbox (``Store.claim_due``) to the subscribers.
+
+Each round claims due deliveries with a lease (``claimed_until``) and commits *before* any network
+I/O, so no row lock is held while a receiver answers; a worker that dies mid-send leaves rows whose
+lease expires and which another round (or worker) sends again with the same ``webhook-id``. Receivers
+must therefore dedupe on ``webhook-id`` (= our event id): delivery is at least once.
+
+Every attempt is signed afresh (Standard Webhooks, ``standardwebhooks`` 1.1.0: new
+``webhook-timestamp``) over the body bytes stored when the event was recorded, sent as stored with
+``requests`` (timeout 15 s, redirects not followed: a 3xx is a failure, like any non-2xx, a timeout or
+a connection error). A failed attempt is retried after each delay of ``KTI_HOOK_RETRY_SCHEDULE`` in
+turn (``1,1,2`` means four attempts), each delay varied by +-``KTI_HOOK_RETRY_JITTER`` (default 0.2)
+and never shorter than the receiver's ``Retry-After``; after the last one the delivery is dead until
+``Store.retry_delivery`` (one more attempt). Success removes the body, and with it the clear subject id.
+
+``Worker(store).run_once()`` sends what is due now; ``start_background()`` runs a daemon thread
+(``kti-policy serve``); ``deliver_command`` is ``kti-policy deliver``, the same loop as its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+
+import click
+import requests
+import urllib3
+from standardwebhooks.webhooks import Webhook
+
+from kti_policy.errors import ConfigError, KtiError
+from kti_policy.retry_after import parse_retry_after
+from kti_policy.store import metrics_events as metrics
+from kti_policy.store.db import AttemptOutcome, Claim
+from kti_policy.store.tables import utcnow
+
+from .fanout import Store
+from .http_deadline import Deadline, deadline_session
+from .subscriptions import Subscription
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+MAX_RETRY_AFTER = 86400.0
+ERROR_SNIPPET = 200
+
+
+def parse_schedule(text: str | None) -> tuple[float, ...]:
+    """``"5,300,1800"`` -> delays in seconds; empty means no retries (one attempt)."""
+    if text is None or str(text).strip() == "":
+        return DEFAULT_SCHEDULE if text is None else ()
+    try:
+        delays = tuple(float(part) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(
+            f"KTI_HOOK_RETRY_SCHEDULE: {text!r} is not a comma-separated list of seconds"
+        ) from None
+    if any(d < 0 or math.isnan(d) or math.isinf(d) for d in delays):
+        raise ConfigError("KTI_HOOK_RETRY_SCHEDULE: delays must be finite and not negative")
+    return delays
+
+
+def scrub_subject_id(text: str, body: bytes, truncated: bool = False) -> str:
+    """``text`` (a receiver's answer) without the clear subject id of ``body``: receivers often echo
+    it in error messages, and this text goes to the attempt log in the database and to the log.
+    When ``text`` was cut short, a trailing start of the id is dropped too."""
+    try:
+        subject = json.loads(body)["data"]["subject_id"]
+    except (ValueError, KeyError, TypeError):
+        return text
+    if not isinstance(subject, str) or not subject:
+        return text
+    for form in dict.fromkeys((subject, json.dumps(subject)[1:-1])):
+        text = text.replace(form, "<subject_id>")
+        if truncated:
+            for n in range(len(form) - 1, 0, -1):
+                if text.endswith(form[:n]):
+                    text = text[:-n] + "..."
+                    break
+    return text
+
+
+def signed_headers(sub: Subscription, msg_id: str, body: bytes, now: datetime) -> dict[str, str]:
+    """The Standard Webhooks headers for one attempt (signature over id.timestamp.body)."""
+    assert sub.secret is not None
+    signature = Webhook(sub.secret).sign(msg_id=msg_id, timestamp=now, data=body.decode("utf-8"))
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+        "user-agent": "kti-policy-webhooks/1",
+    }
+
+
+class Worker:
+    """Sends due outbox deliveries. Several workers (threads or processes) may share a database."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        subscriptions: Sequence[Subscription] | None = None,
+        schedule: Sequence[float] = DEFAULT_SCHEDULE,
+        jitter: float = 0.2,
+        batch_size: int = 32,
+        concurrency: int = 8,
+        timeout: float = 15.0,
+        lease_seconds: float | None = None,
+        poll_interval: float = 1.0,
+        scheduler: Any = None,
+    ) -> None:
+        self.store = store
+        # the obligations register's reminder pass (register_scheduler.ObligationScheduler)
+        self.scheduler = scheduler
+        self._last_scan = -math.inf
+        subs = store.subscriptions if subscriptions is None else subscriptions
+        self.subscriptions = {s.id: s for s in subs if s.secret}
+        self.schedule = tuple(schedule)
+        self.jitter = max(0.0, min(float(jitter), 0.9))
+        self.batch_size = max(1, batch_size)
+        self.concurrency = max(1, concurrency)
+        self.timeout = timeout
+        rounds = math.ceil(self.batch_size / self.concurrency)
+        self.lease_seconds = lease_seconds or (timeout + 5) * rounds + 30
+        self.poll_interval = poll_interval
+        self._local = threading.local()
+        self._pool: ThreadPoolExecutor | None = None
+        self._wake = threading.Event()
+        self.stop_event = threading.Event()
+        store.add_outbox_listener(self._wake.set)
+
+    @classmethod
+    def from_config(cls, store: Store, config: Mapping[str, Any]) -> Worker:
+        """``KTI_HOOK_RETRY_SCHEDULE``, ``KTI_HOOK_RETRY_JITTER``, ``KTI_HOOK_TIMEOUT``,
+        ``KTI_HOOK_CONCURRENCY`` from the mapping (defaults per CONTRACT section 4)."""
+        try:
+            jitter = float(config.get("KTI_HOOK_RETRY_JITTER", 0.2))
+            timeout = float(config.get("KTI_HOOK_TIMEOUT", 15))
+            concurrency = int(config.get("KTI_HOOK_CONCURRENCY", 8))
+        except ValueError as exc:
+            raise ConfigError(f"webhook worker settings: {exc}") from None
+        from kti_policy.register.scheduler import ObligationScheduler
+
+        return cls(
+            store,
+            schedule=parse_schedule(config.get("KTI_HOOK_RETRY_SCHEDULE")),
+            jitter=jitter,
+            timeout=timeout,
+            concurrency=concurrency,
+            scheduler=ObligationScheduler.from_config(store, config),
+        )
+
+    # -- one attempt
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = deadline_session()  # connections a Deadline can cut (see attempt)
+            session.trust_env = False  # no proxies from the environment for webhook targets
+            self._local.session = session
+        return session
+
+    def _delay(self, failures: int, retry_after: float | None) -> float | None:
+        """Seconds until the next attempt after ``failures`` failed ones; None means dead."""
+        if failures > len(self.schedule):
+            return None
+        delay = self.schedule[failures - 1]
+        if self.jitter:
+            delay *= random.uniform(1 - self.jitter, 1 + self.jitter)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+        return delay
+
+    def send(self, claim: Claim) -> bool:
+        """Attempt one claimed delivery and record the outcome; True when delivered."""
+        outcome = self.attempt(claim)
+        self.store.complete_attempts([outcome])
+        return outcome.delivered
+
+    def attempt(self, claim: Claim) -> AttemptOutcome:
+        """Send one claimed delivery (no database work): the outcome to record."""
+        sub = self.subscriptions.get(claim.subscription_id)
+        now = utcnow()
+        started = time.perf_counter()
+        status: int | None = None
+        error: str | None = None
+        retry_after: float | None = None
+        if sub is None:
+            error = (
+                f"subscription {claim.subscription_id!r} is not configured in this worker "
+                "(removed from KTI_HOOKS_DIR, or its secret variable is unset)"
+            )
+        elif not claim.body:
+            error = (
+                "the stored webhook body is missing or cannot be opened (was KTI_PSEUDONYM_KEY "
+                "changed since the event was recorded?)"
+            )
+        else:
+            deadline = Deadline(self.timeout)  # per attempt: the timeout below is per read
+            try:
+                with deadline:
+                    resp = self._session().post(
+                        sub.url,
+                        data=claim.body,
+                        headers=signed_headers(sub, claim.event_id, claim.body, now),
+                        timeout=self.timeout,
+                        allow_redirects=False,
+                        stream=True,
+                    )
+                    with resp:
+                        status = resp.status_code
+                        if not 200 <= status < 300:
+                            snippet = resp.raw.read(ERROR_SNIPPET, decode_content=True) or b""
+                            text = scrub_subject_id(
+                                snippet.decode("utf-8", "replace").strip(),
+                                claim.body,
+                                truncated=len(snippet) >= ERROR_SNIPPET,
+                            )
+                            error = f"HTTP {status}" + (f": {text}" if text else "")
+                            retry_after = parse_retry_after(resp.headers.get("Retry-After"), utcnow())
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                if deadline.expired:
+                    error = f"Timeout: no complete answer within {self.timeout:g} s"
+                    status = None
+                else:
+                    error = f"{type(exc).__name__}: {exc}"[:500]
+            if deadline.expired and error is None:
+                # cut mid-answer: what arrived may even parse as a 2xx; it is not an answer
+                error, status = f"Timeout: no complete answer within {self.timeout:g} s", None
+        duration = time.perf_counter() - started
+        metrics.DELIVERY_SECONDS.observe(duration)
+        delivered = error is None
+        next_at: datetime | None = None
+        if not delivered:
+            delay = self._delay(claim.attempts + 1, retry_after)
+            if delay is not None:
+                next_at = utcnow() + timedelta(seconds=delay)
+        result = AttemptOutcome(claim, now, duration * 1000, status, error, delivered, next_at)
+        metrics.DELIVERIES.labels(subscription=claim.subscription_id, outcome=result.outcome).inc()
+        if not delivered:
+            log.info(
+                "delivery %s to %s failed (%s): %s",
+                claim.id,
+                claim.subscription_id,
+                result.outcome,
+                error,
+            )
+        return result
+
+    # -- loops
+
+    def _round(self) -> tuple[int, int]:
+        claims = self.store.claim_due(self.batch_size, self.lease_seconds)
+        if not claims:
+            return 0, 0
+        if self.concurrency == 1 or len(claims) == 1:
+            outcomes = [self.attempt(c) for c in claims]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kti-deliver")
+            outcomes = list(self._pool.map(self.attempt, claims))
+        # one transaction for the round: a worker killed before it leaves the leases to expire
+        # and the receivers see the same webhook-id again (at least once)
+        self.store.complete_attempts(outcomes)
+        return len(claims), sum(o.delivered for o in outcomes)
+
+    def scan_obligations(self, force: bool = False) -> None:
+        """The register's reminder pass, at most once per its interval (``force``: now)."""
+        if self.scheduler is None:
+            return
+        if not force and time.monotonic() - self._last_scan < self.scheduler.interval:
+            return
+        self._last_scan = time.monotonic()
+        self.scheduler.run_once()
+
+    def run_once(self) -> int:
+        """One round: claim what is due now (up to ``batch_size``), send it; the number delivered."""
+        return self._round()[1]
+
+    def drain(self) -> int:
+        """Rounds until nothing is due now; the number delivered."""
+        total = 0
+        while True:
+            claimed, sent = self._round()
+            total += sent
+            if not claimed:
+                return total
+
+    def run_forever(self, stop_event: threading.Event | None = None) -> None:
+        """Deliver until ``stop_event`` is set; database or network trouble never ends the loop."""
+        stop = stop_event or self.stop_event
+        failures = 0
+        last_gauges = 0.0
+        while not stop.is_set():
+            try:
+                self.scan_obligations()
+                claimed, _ = self._round()
+                failures = 0
+                if time.monotonic() - last_gauges > 15:
+                    metrics.update_outbox_gauges(self.store)
+                    last_gauges = time.monotonic()
+            except Exception:  # keep delivering after a transient database error
+                failures += 1
+                log.exception("webhook delivery round failed")
+                claimed = 0
+                stop.wait(min(30.0, 0.5 * 2**failures))
+            if not claimed:
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+        self.close()
+
+    def start_background(self) -> threading.Thread:
+        """A daemon thread running ``run_forever(self.stop_event)``; ``stop()`` ends it."""
+        thread = threading.Thread(
+            target=self.run_forever, args=(self.stop_event,), name="kti-webhooks", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self._wake.set()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+@click.command("deliver")
+@click.option("--once", is_flag=True, help="Send every delivery due now, then exit.")
+def deliver_command(once: bool) -> None:
+    """Deliver outgoing webhooks from the outbox (a separate process beside the web workers).
+
+    Reads KTI_DATABASE_URL, KTI_HOOKS_DIR, KTI_PSEUDONYM_KEY, KTI_HOOK_RETRY_SCHEDULE and the
+    secret variables the subscriptions name from the environment. Stops cleanly on SIGTERM/SIGINT.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    config = dict(os.environ)
+    try:
+        store = Store.from_config(config)
+        worker = Worker.from_config(store, config)
+    except KtiError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not worker.subscriptions:
+        log.warning("no active webhook subscriptions: nothing will be delivered")
+    try:
+        if once:
+            worker.scan_obligations(force=True)
+            click.echo(f"delivered {worker.drain()}")
+            return
+        stop = threading.Event()
+
+        def _stop(signum: int, _frame: Any) -> None:
+            log.info("signal %s: finishing the current round", signum)
+            worker.stop()
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        log.info("delivering webhooks for %d subscription(s)", len(worker.subscriptions))
+        worker.run_forever(stop)
+    finally:
+        worker.close()
+        store.close()

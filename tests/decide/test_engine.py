@@ -1,0 +1,121 @@
+"""engine: the durable-rules host: every matching rule fires, facts are retracted, one registration
+per content hash, several rulesets side by side, and safe under threads."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kti_policy.decide import engine as engine_module
+from kti_policy.decide.compile import compile_policy_set
+from kti_policy.decide.engine import Engine
+from kti_policy.errors import EvalError
+from kti_policy.policy.conditions import matching_rules
+from kti_policy.policy.fields import FIELDS
+from kti_policy.policy.loader import load_policy_set
+from kti_policy.policy.model import Const, Contains, Eq, Policy, PolicySet, Rule, Text, Vocabulary
+
+CLEAN = Path(__file__).parent.parent / "data" / "clean"
+T = Text("s", "r")
+EMPTY: dict[str, Any] = {p: (() if f.shape == "list" else None) for p, f in FIELDS.items()}
+
+
+def ruleset(*rules: Rule, version: str = "v") -> PolicySet:
+    return PolicySet(Vocabulary({}), (Policy("p", T, "§1", rules, "p.yaml"),), version)
+
+
+def ctx(**kw: Any) -> dict[str, Any]:
+    return {**EMPTY, **{k.replace("__", "."): v for k, v in kw.items()}}
+
+
+@pytest.fixture(scope="module")
+def clean() -> tuple[PolicySet, Engine]:
+    ps = load_policy_set(CLEAN)
+    return ps, Engine(compile_policy_set(ps))
+
+
+CONTEXTS = [
+    ctx(operation="disclose"),
+    ctx(operation="disclose", recipient__type="authority", legal_basis__type="legal_obligation",
+        subject__consents=("disclosure",), subject__objections=("disclosure",)),
+    ctx(operation="process", purpose="direct_marketing", subject__objections=("direct_marketing",),
+        data_categories=("health",), subject__relationship="ended"),
+    ctx(operation="delete", subject__erasure_requested=True),
+    ctx(operation="subject_request", request__type="access", request__written=True),
+    ctx(operation="store_cookie"),
+    ctx(),
+]
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_every_matching_rule_fires(clean: tuple[PolicySet, Engine], context: dict[str, Any]) -> None:
+    ps, eng = clean
+    assert eng.matches(eng.compiled.projection.fact(context)) == matching_rules(ps.rules, context)
+
+
+def test_all_three_matches_not_only_the_first(clean: tuple[PolicySet, Engine]) -> None:
+    _, eng = clean
+    context = ctx(operation="process", purpose="direct_marketing", subject__objections=("direct_marketing",),
+                  data_categories=("health",))
+    assert eng.matches(eng.compiled.projection.fact(context)) == {
+        "processing.purposes", "processing.special", "processing.objected_marketing"}
+
+
+def test_facts_are_retracted_after_every_evaluation(clean: tuple[PolicySet, Engine]) -> None:
+    """The one test that looks inside: durable's state for sid "0" holds no fact afterwards."""
+    _, eng = clean
+    for context in CONTEXTS * 3:
+        eng.matches(eng.compiled.projection.fact(context))
+    assert engine_module._host().get_facts(eng.name, "0") == []
+
+
+def test_same_compiled_ruleset_registers_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    ps = ruleset(Rule("once", "permit", Eq("operation", "retain"), T, "§1", "p"), version="once")
+    first = Engine(compile_policy_set(ps))
+    calls: list[Any] = []
+    host = engine_module._host()
+    monkeypatch.setattr(host, "register_rulesets", lambda d: calls.append(d))
+    again = Engine(compile_policy_set(ps))  # would raise "already registered" if it re-registered
+    assert calls == [] and again.name == first.name
+    assert again.matches(again.compiled.projection.fact(ctx(operation="retain"))) == {"once"}
+
+
+def test_two_rulesets_coexist() -> None:
+    a = Engine(compile_policy_set(ruleset(Rule("a.r", "permit", Eq("operation", "collect"), T, "§1", "p"))))
+    b = Engine(compile_policy_set(ruleset(Rule("b.r", "forbid", Contains("data_categories", "x"), T, "§1", "p"))))
+    assert a.name != b.name
+    context = ctx(operation="collect", data_categories=("x",))
+    for _ in range(3):
+        assert a.matches(a.compiled.projection.fact(context)) == {"a.r"}
+        assert b.matches(b.compiled.projection.fact(context)) == {"b.r"}
+
+
+def test_no_match_is_an_empty_set() -> None:
+    eng = Engine(compile_policy_set(ruleset(Rule("never", "permit", Const(False), T, "§1", "p"))))
+    assert eng.matches(eng.compiled.projection.fact(ctx())) == frozenset()
+
+
+def test_durable_failures_become_eval_errors(clean: tuple[PolicySet, Engine], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, eng = clean
+    host = engine_module._host()
+
+    def boom(*_: Any) -> None:
+        raise Exception("broken")
+
+    monkeypatch.setattr(host, "assert_fact", boom)
+    with pytest.raises(EvalError, match="durable-rules failed"):
+        eng.matches(eng.compiled.projection.fact(ctx()))
+
+
+def test_threads_get_the_same_answers_as_serially(clean: tuple[PolicySet, Engine]) -> None:
+    ps, eng = clean
+    other = Engine(compile_policy_set(ruleset(Rule("t.r", "permit", Eq("operation", "delete"), T, "§1", "p"))))
+    work = [(e, c) for c in CONTEXTS * 30 for e in (eng, other)]
+    serial = [e.matches(e.compiled.projection.fact(c)) for e, c in work]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(lambda ec: ec[0].matches(ec[0].compiled.projection.fact(ec[1])), work))
+    assert parallel == serial
+    assert engine_module._host().get_facts(eng.name, "0") == []
