@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,8 @@ def compiled_condition(when: Condition) -> dict[str, Any]:
         (Not(Contains("data_categories", "email")), {"m__data_categories__email": False}),
         (Not(ContainsAny("subject.objections", ("a", "b"))),
          {"$and": [{"m__subject__objections__a": False}, {"m__subject__objections__b": False}]}),
-        (Present("data_categories", True), {"$gt": {"n__data_categories": 0}}),
-        (Not(Present("data_categories", True)), {"n__data_categories": 0}),
+        (Present("data_categories", True), {"n__data_categories": True}),
+        (Not(Present("data_categories", True)), {"n__data_categories": False}),
         (Present("recipient.name", False), {"f__recipient__name": NONE}),
         (Const(True), {TRUE_KEY: 1}),
         (Not(Const(True)), {TRUE_KEY: 0}),
@@ -73,7 +74,7 @@ def test_conditions_compile_to_nnf(cond: Condition, json: dict[str, Any]) -> Non
 
 
 def test_unless_is_its_own_positive_parts() -> None:
-    c = compile_policy_set(one_rule(Eq("operation", "a"), unless=Contains("subject.consents", "c")))
+    c = compile_policy_set(one_rule(Eq("operation", "a"), unless=Contains("subject.consents", "c")), short_names=False)
     assert c.rules == {"r#w0": {"all": [{"m": {"f__operation": "a"}}]},
                        "r#u0": {"all": [{"m": {"m__subject__consents__c": True}}]}}
     assert c.parts == {"r": (frozenset({"r#w0"}), frozenset({"r#u0"}))}
@@ -124,10 +125,32 @@ def test_projection_reads_only_what_rules_use() -> None:
     assert p.scalars == ("operation",) and p.members == (("data_categories", "x"),)
     assert p.counts == ("subject.objections",)
     ctx = {"operation": None, "purpose": "ignored", "data_categories": ("x", "y"), "subject.objections": ("m",)}
-    assert p.fact(ctx) == {TRUE_KEY: 1, "f__operation": NONE, "m__data_categories__x": True, "n__subject__objections": 1}
-    assert p.key(ctx) == (None, True, True)
+    readable = {TRUE_KEY: 1, "f__operation": NONE, "m__data_categories__x": True, "n__subject__objections": True}
+    assert p.readable(p.fact(ctx)) == readable
+    assert p.fact(ctx) == {"kt": 1, "k0": NONE, "k1": True, "k2": True}  # the names durable-rules reads
+    assert p.key(ctx) == (NONE, True, True)
     assert p.key({**ctx, "purpose": "other", "data_categories": ("x",)}) == p.key(ctx)
     assert p.key({**ctx, "data_categories": ()}) != p.key(ctx)
+
+
+def test_short_names_rename_every_field_of_every_part() -> None:
+    """The served compilation names fields k0, k1, ...: the same rules, field for field, as the
+    readable one (durable-rules' core reads short names about twice as fast)."""
+    ps = load_policy_set(CLEAN)
+    readable, short = compile_policy_set(ps, short_names=False), compile_policy_set(ps)
+    assert readable.rules.keys() == short.rules.keys() and readable.parts == short.parts
+    labels = dict(zip(short.projection.fields, short.projection.labels, strict=True))
+    assert set(labels) == {"kt", *(f"k{i:x}" for i in range(len(labels) - 1))}
+
+    def back(cond: Any) -> Any:
+        if isinstance(cond, list):
+            return [back(c) for c in cond]
+        if isinstance(cond, dict):
+            return {labels.get(k, k): back(v) if isinstance(v, (dict, list)) else v for k, v in cond.items()}
+        return cond
+
+    assert {n: back(c) for n, c in short.rules.items()} == readable.rules
+    assert "f__" not in json.dumps(short.rules) and "m__" not in json.dumps(short.rules)
 
 
 def test_ruleset_name_is_a_content_hash() -> None:

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from kti_policy.decide.compile import NONE, compile_policy_set
 from kti_policy.decide.decision import Decider, build_context
-from kti_policy.decide.engine import Engine
+from kti_policy.decide.engine import Engine, fits
 from kti_policy.decide.operation import Operation
 from kti_policy.errors import PolicyErrors
 from kti_policy.facts.fold import SubjectFacts
@@ -166,12 +166,15 @@ contexts = st.fixed_dictionaries({AT: operation_times, **{p: _context_value(f) f
 
 
 def _agree(ps: PolicySet, ctxs: list[dict[str, Any]]) -> None:
-    compiled = compile_policy_set(ps)
-    engine = Engine(compiled)
-    for ctx in ctxs:
-        got = engine.matches(compiled.projection.fact(ctx))
-        want = matching_rules(ps.rules, ctx)
-        assert got == want, f"engine {sorted(got)} != reference {sorted(want)} for {ctx}"
+    """Both compilations agree with the reference: rules split into when/unless parts (what a rule
+    too complex for one durable rule becomes) and whole rules (what the Decider registers)."""
+    for fit in (None, fits):
+        compiled = compile_policy_set(ps, fits=fit)
+        engine = Engine(compiled)
+        for ctx in ctxs:
+            got = engine.matches(compiled.projection.fact(ctx))
+            want = matching_rules(ps.rules, ctx)
+            assert got == want, f"engine ({'whole' if fit else 'split'}) {sorted(got)} != reference {sorted(want)} for {ctx}"
 
 
 @settings(max_examples=RANDOM_SETS, **_COMMON)

@@ -69,16 +69,15 @@ def test_facts_are_retracted_after_every_evaluation(clean: tuple[PolicySet, Engi
     _, eng = clean
     for context in CONTEXTS * 3:
         eng.matches(eng.compiled.projection.fact(context))
-    assert engine_module._host().get_facts(eng.name, "0") == []
+    assert eng.facts_held() == []
 
 
 def test_same_compiled_ruleset_registers_once(monkeypatch: pytest.MonkeyPatch) -> None:
     ps = ruleset(Rule("once", "permit", Eq("operation", "retain"), T, "§1", "p"), version="once")
     first = Engine(compile_policy_set(ps))
     calls: list[Any] = []
-    host = engine_module._host()
-    monkeypatch.setattr(host, "register_rulesets", lambda d: calls.append(d))
-    again = Engine(compile_policy_set(ps))  # would raise "already registered" if it re-registered
+    monkeypatch.setattr(engine_module._core, "create_ruleset", lambda *a: calls.append(a))
+    again = Engine(compile_policy_set(ps))  # the core refuses a second ruleset of the same name
     assert calls == [] and again.name == first.name
     assert again.matches(again.compiled.projection.fact(ctx(operation="retain"))) == {"once"}
 
@@ -98,16 +97,43 @@ def test_no_match_is_an_empty_set() -> None:
     assert eng.matches(eng.compiled.projection.fact(ctx())) == frozenset()
 
 
-def test_durable_failures_become_eval_errors(clean: tuple[PolicySet, Engine], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("call", ["assert_fact", "start_action_for_state", "complete_and_start_action",
+                                  "retract_fact"])
+def test_durable_failures_become_eval_errors_and_leave_no_state(
+        clean: tuple[PolicySet, Engine], monkeypatch: pytest.MonkeyPatch, call: str) -> None:
+    """Whichever call into the core fails, the caller gets an EvalError (a deny upstream) and the
+    next evaluation starts from an empty state: no fact, no queued action left behind."""
+    ps, eng = clean
+    context = CONTEXTS[2]  # three rules match: every call above is made
+    with monkeypatch.context() as m:
+        def boom(*_: Any) -> None:
+            raise engine_module._core.error("broken")
+
+        m.setattr(engine_module._core, call, boom)
+        with pytest.raises(EvalError, match="durable-rules"):
+            eng.matches(eng.compiled.projection.fact(context))
+    assert eng.facts_held() == []
+    for c in CONTEXTS:
+        assert eng.matches(eng.compiled.projection.fact(c)) == matching_rules(ps.rules, c)
+
+
+def test_an_unexpected_answer_is_an_eval_error(clean: tuple[PolicySet, Engine], monkeypatch: pytest.MonkeyPatch) -> None:
     _, eng = clean
-    host = engine_module._host()
-
-    def boom(*_: Any) -> None:
-        raise Exception("broken")
-
-    monkeypatch.setattr(host, "assert_fact", boom)
-    with pytest.raises(EvalError, match="durable-rules failed"):
+    monkeypatch.setattr(engine_module._core, "assert_fact", lambda *_: (2, 1))  # "observed"
+    with pytest.raises(EvalError, match="answered 2"):
         eng.matches(eng.compiled.projection.fact(ctx()))
+
+
+def test_whole_rules_fire_once_when_they_match(clean: tuple[PolicySet, Engine]) -> None:
+    """Compiled with ``fits`` (as the Decider does), a rule's part fires only when the whole rule
+    (when and not unless) holds: what durable-rules runs per decision is what matched."""
+    ps, _ = clean
+    compiled = compile_policy_set(ps, fits=engine_module.fits)
+    eng = Engine(compiled)
+    for c in CONTEXTS:
+        fired = eng.fired(compiled.projection.fact(c))
+        assert {name.split("#")[0] for name in fired} == matching_rules(ps.rules, c)
+        assert eng.matches(compiled.projection.fact(c)) == matching_rules(ps.rules, c)
 
 
 def test_threads_get_the_same_answers_as_serially(clean: tuple[PolicySet, Engine]) -> None:
@@ -118,4 +144,4 @@ def test_threads_get_the_same_answers_as_serially(clean: tuple[PolicySet, Engine
     with ThreadPoolExecutor(max_workers=8) as pool:
         parallel = list(pool.map(lambda ec: ec[0].matches(ec[0].compiled.projection.fact(ec[1])), work))
     assert parallel == serial
-    assert engine_module._host().get_facts(eng.name, "0") == []
+    assert eng.facts_held() == []

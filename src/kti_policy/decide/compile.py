@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,42 +84,93 @@ def _elapsed_key(path: str, period: durations.Period) -> str:
 
 @dataclass(frozen=True)
 class Projection:
-    """Which fields of the flat context the compiled rules read, in a fixed order."""
+    """Which fields of the flat context the compiled rules read, in a fixed order.
+
+    ``key(ctx)`` reads them once, as the fact holds them (scalars encoded, memberships and presence
+    as booleans, duration conditions as their state word), and ``fact_of(key)`` names them: the
+    cache key and the asserted fact are one computation, so a miss pays the date arithmetic once."""
 
     scalars: tuple[str, ...]
     members: tuple[tuple[str, str], ...]
     counts: tuple[str, ...]
     stamps: tuple[str, ...] = ()
     elapsed: tuple[tuple[str, durations.Period], ...] = ()
+    # the fact's field names: readable (``f__operation``, ``m__data_categories__email``), or short
+    # (``k0``, ``k1``, ...; ``kt`` for the constant), which durable-rules' core reads about twice as
+    # fast (it hashes every field name of every fact); ``labels`` keeps the readable ones
+    short: bool = False
+    labels: tuple[str, ...] = field(init=False, repr=False, compare=False)  # TRUE_KEY first
+    fields: tuple[str, ...] = field(init=False, repr=False, compare=False)  # as the fact names them
+    _member_groups: tuple[tuple[str, tuple[str, ...]], ...] = field(init=False, repr=False, compare=False)
 
-    def fact(self, ctx: Mapping[str, Any]) -> dict[str, Any]:
-        fact: dict[str, Any] = {TRUE_KEY: 1}
-        for path in self.scalars:
-            fact[_scalar_key(path)] = encode(ctx.get(path))
-        for path, value in self.members:
-            fact[_member_key(path, value)] = value in (ctx.get(path) or ())
-        for path in self.counts:
-            fact[_count_key(path)] = len(ctx.get(path) or ())
-        for path in self.stamps:
-            fact[_stamp_key(path)] = ctx.get(path) is not None
-        for path, period in self.elapsed:
-            fact[_elapsed_key(path, period)] = durations.state(ctx.get(path), ctx[AT], period)
-        return fact
+    def __post_init__(self) -> None:
+        labels = (
+            [TRUE_KEY]
+            + [_scalar_key(p) for p in self.scalars]
+            + [_member_key(p, v) for p, v in self.members]
+            + [_count_key(p) for p in self.counts]
+            + [_stamp_key(p) for p in self.stamps]
+            + [_elapsed_key(p, period) for p, period in self.elapsed]
+        )
+        fields = ["kt", *(f"k{i:x}" for i in range(len(labels) - 1))] if self.short else labels
+        object.__setattr__(self, "labels", tuple(labels))
+        object.__setattr__(self, "fields", tuple(fields))
+        groups: dict[str, list[str]] = {}
+        for path, value in self.members:  # sorted by path: the groups keep the members' order
+            groups.setdefault(path, []).append(value)
+        object.__setattr__(self, "_member_groups", tuple((p, tuple(v)) for p, v in groups.items()))
 
     def key(self, ctx: Mapping[str, Any]) -> tuple[Any, ...]:
-        """The projected values as a tuple: equal keys give equal matches."""
-        out: list[Any] = []
-        for path in self.scalars:
-            out.append(ctx.get(path))
-        for path, value in self.members:
-            out.append(value in (ctx.get(path) or ()))
-        for path in self.counts:
-            out.append(bool(ctx.get(path)))
-        for path in self.stamps:
-            out.append(ctx.get(path) is not None)
-        for path, period in self.elapsed:
-            out.append(durations.state(ctx.get(path), ctx[AT], period))
+        """The projected values as a tuple, in the order of ``fields`` (after the constant): equal
+        keys, equal matches."""
+        get = ctx.get
+        out: list[Any] = [encode(get(path)) for path in self.scalars]
+        for path, values in self._member_groups:
+            have = get(path) or ()
+            out += [value in have for value in values]
+        out += [bool(get(path)) for path in self.counts]
+        out += [get(path) is not None for path in self.stamps]
+        if self.elapsed:
+            at = ctx[AT]
+            out += [durations.state(get(path), at, period) for path, period in self.elapsed]
         return tuple(out)
+
+    def fact_of(self, key: tuple[Any, ...]) -> dict[str, Any]:
+        """The fact durable-rules matches, from a ``key``."""
+        fields = self.fields
+        fact = dict(zip(fields[1:], key, strict=True))
+        fact[fields[0]] = 1
+        return fact
+
+    def fact(self, ctx: Mapping[str, Any]) -> dict[str, Any]:
+        return self.fact_of(self.key(ctx))
+
+    def readable(self, fact: Mapping[str, Any]) -> dict[str, Any]:
+        """A fact (or a condition's field map) with the readable field names, for people."""
+        label = dict(zip(self.fields, self.labels, strict=True))
+        return {label.get(k, k): v for k, v in fact.items()}
+
+    def rename(self, cond: Any) -> Any:
+        """A compiled condition (readable field names) with the fact's field names."""
+        if self.fields is self.labels or self.fields == self.labels:
+            return cond
+        return _rename(cond, dict(zip(self.labels, self.fields, strict=True)))
+
+
+def _rename(cond: Any, names: Mapping[str, str]) -> Any:
+    """Rename the fields of a durable-rules condition: ``{field: v}``, ``{"$op": {field: v}}``,
+    ``{"$and"|"$or": [...]}``, ``{"all": [{"m": ...}]}``."""
+    if isinstance(cond, list):
+        return [_rename(c, names) for c in cond]
+    if not isinstance(cond, dict):
+        return cond
+    out: dict[str, Any] = {}
+    for k, v in cond.items():
+        if k in ("$and", "$or", "all", "m") or (k.startswith("$") and isinstance(v, dict)):
+            out[k] = _rename(v, names)
+        else:
+            out[names.get(k, k)] = v
+    return out
 
 
 @dataclass(frozen=True)
@@ -130,9 +181,21 @@ class CompiledRuleset:
     # rule id -> (names of its when parts, names of its unless parts)
     parts: Mapping[str, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
 
+    owner: Mapping[str, str] = field(init=False, repr=False, compare=False)  # part name -> rule id
+
+    def __post_init__(self) -> None:
+        owner = {name: rid for rid, (when, unless) in self.parts.items() for name in when | unless}
+        object.__setattr__(self, "owner", owner)
+
     def matched(self, fired: frozenset[str]) -> frozenset[str]:
         """Rule ids whose ``when`` part fired and no ``unless`` part did."""
-        return frozenset(rid for rid, (when, unless) in self.parts.items() if fired & when and not fired & unless)
+        out = set()
+        for name in fired:
+            rid = self.owner[name]
+            when, unless = self.parts[rid]
+            if name in when and not fired & unless:
+                out.add(rid)
+        return frozenset(out)
 
     def parts_of(self, rule_id: str) -> dict[str, dict[str, Any]]:
         """The durable rules one policy rule became (to check each against the engine's limits)."""
@@ -165,8 +228,7 @@ class _Collector:
             want = cond.expected != neg
             if FIELDS[cond.path].shape == "list":
                 self.counts.add(cond.path)
-                key = _count_key(cond.path)
-                return {"$gt": {key: 0}} if want else {key: 0}
+                return {_count_key(cond.path): want}
             if FIELDS[cond.path].shape == "time":
                 self.stamps.add(cond.path)
                 return {_stamp_key(cond.path): want}
@@ -229,11 +291,28 @@ def disjuncts(cond: Condition) -> list[Condition]:
     return [cond]
 
 
-def compile_policy_set(policy_set: PolicySet) -> CompiledRuleset:
+Fits = Callable[[dict[str, dict[str, Any]]], "str | None"]
+
+
+def compile_policy_set(policy_set: PolicySet, fits: Fits | None = None, short_names: bool = True) -> CompiledRuleset:
+    """The policy set as durable-rules rules, and the projection their facts are made of.
+
+    With ``fits`` (``engine.fits``: None when durable-rules takes the rules), a rule becomes the
+    disjuncts of ``when and not unless`` (*whole* parts), so that a part fires only when the rule
+    matches: every fired part is one round trip through durable-rules, and a rule's ``when`` alone
+    fires on most operations of its kind. A rule whose whole parts exceed durable-rules' limits,
+    and every rule without ``fits``, is split into ``when`` and ``unless`` parts instead."""
     col = _Collector()
     rules: dict[str, dict[str, Any]] = {}
     parts: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
     for rule in policy_set.rules:
+        if fits is not None:
+            whole = {f"{rule.id}#a{i}": {"all": [{"m": col.compile(part)}]}
+                     for i, part in enumerate(disjuncts(_whole(rule.when, rule.unless)))}
+            if fits(whole) is None:
+                rules.update(whole)
+                parts[rule.id] = (frozenset(whole), frozenset())
+                continue
         names: list[list[str]] = [[], []]
         for side, cond in enumerate((rule.when, rule.unless)):
             if cond is None:
@@ -249,7 +328,13 @@ def compile_policy_set(policy_set: PolicySet) -> CompiledRuleset:
         tuple(sorted(col.counts)),
         tuple(sorted(col.stamps)),
         tuple(sorted(col.elapsed, key=lambda e: (e[0], e[1].key))),
+        short=short_names,
     )
+    rules = {name: projection.rename(cond) for name, cond in rules.items()}
     body = json.dumps(rules, sort_keys=True, ensure_ascii=False).encode()
     name = "kti_" + hashlib.sha256(body).hexdigest()[:20]
     return CompiledRuleset(name, rules, projection, parts)
+
+
+def _whole(when: Condition, unless: Condition | None) -> Condition:
+    return when if unless is None else All((when, Not(unless)))

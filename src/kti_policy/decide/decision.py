@@ -176,7 +176,8 @@ class Decider:
     def __init__(self, policy_set: PolicySet, cache_size: int = 65536, use_engine: bool = True) -> None:
         self.policy_set = policy_set
         self.rules: dict[str, Rule] = {r.id: r for r in policy_set.rules}
-        self.compiled = compile_policy_set(policy_set)
+        self._order = {rid: i for i, rid in enumerate(self.rules)}  # reasons in file order
+        self.compiled = compile_policy_set(policy_set, fits=fits if use_engine else None)
         self.engine = None
         if use_engine:
             try:
@@ -192,13 +193,15 @@ class Decider:
         """Rule ids matching ``ctx``: from the cache, else from durable-rules (or the reference)."""
         if self.engine is None:
             return matching_rules(self.policy_set.rules, ctx)
-        key = self.compiled.projection.key(ctx)
-        with self._cache_lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
-        found = self.engine.matches(self.compiled.projection.fact(ctx))
+        projection = self.compiled.projection
+        key = projection.key(ctx)
+        if self._cache_size:
+            with self._cache_lock:
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    return hit
+        found = self.engine.matches(projection.fact_of(key))
         if self._cache_size:
             with self._cache_lock:
                 self._cache[key] = found
@@ -224,7 +227,8 @@ class Decider:
     def _decide(self, op: Operation, facts: SubjectFacts, now: datetime, decision_id: str) -> Decision:
         ctx = build_context(op, facts, now)
         matched = self.match(ctx)
-        ordered = [r for r in self.rules.values() if r.id in matched]
+        rules = self.rules
+        ordered = [rules[rid] for rid in sorted(matched, key=self._order.__getitem__)]
         forbids = [r for r in ordered if r.effect == "forbid"]
         permits = [r for r in ordered if r.effect == "permit"]
         deciding = forbids or permits

@@ -1,16 +1,21 @@
 """The only module that touches durable-rules.
 
-durable-rules keeps one global host, cannot re-register a ruleset name, has no lock around its
-ruleset list, consumes a posted *event* with the first matching rule, and grows without bound on a
-new ``sid`` per request. So we
-- keep one private ``Host`` per process, created lazily,
-- register each compiled ruleset once, under a content-hash name, under a lock (a reload with the
-  same content reuses it; new content gets a new name),
-- evaluate by *asserting a fact* (every matching rule fires) in one state (sid "0") and
-  retracting it straight after, under the same lock, collecting the fired rule ids,
-- and, since one condition may hold at most 32 expressions (error 113) and ``compile`` splits rules
-  into parts to stay under it, check a rule's parts on their own (``fits``) so that a rule still too
-  complex is named with its position by ``kti-policy check`` and a reload, not found when serving.
+We call durable-rules' C core (``durable_rules_engine``, shipped by the durable-rules package) and
+not its Python ``Host``, because of what we measured and read there:
+- the ``Host`` keeps one global registry, cannot re-register a name, and starts timer threads that
+  dispatch queued actions outside any lock of ours;
+- it runs each fired rule through a Python action: the state and the message parsed from JSON, a
+  closure, a promise, the state written back as JSON. That was most of a decision's cost.
+So we
+- register each compiled ruleset once, under its content-hash name, under a lock (a reload with the
+  same content reuses it; new content gets a new name);
+- evaluate by *asserting a fact* (every matching rule fires) in one state (sid "0"), reading the
+  fired rules' names from the action queue (each entry is ``{"<rule>": {...}}``), and retracting
+  the same JSON straight after, all under the same lock;
+- and, since one condition may hold only so many expressions (error 113) and ``compile`` splits
+  rules into parts to stay under it, check a rule's parts on their own (``fits``) so that a rule
+  still too complex is named with its position by ``kti-policy check`` and a reload, not found
+  when serving.
 """
 
 from __future__ import annotations
@@ -19,35 +24,44 @@ import hashlib
 import itertools
 import json
 import threading
-from collections.abc import Callable
 from typing import Any
 
-from durable.engine import Host, MessageNotHandledException
+import durable_rules_engine as _core
+import orjson
 
 from kti_policy.errors import EvalError
 
 from .compile import CompiledRuleset
 
-_LOCK = threading.RLock()
-_HOST: Host | None = None
-_REGISTERED: set[str] = set()
-_SINK: list[str] = []  # rule ids fired by the assertion under way (only touched under _LOCK)
+_LOCK = threading.RLock()  # the C core is not thread-safe: every call into it holds this
+_HANDLES: dict[str, int] = {}  # ruleset name -> the core's handle
 _IDS = itertools.count(1)
 _SID = "0"
+# what the core's assert/retract answer in their first element (durable/engine.py _handle_result)
+_HANDLED, _NOT_HANDLED = 0, 1
 
 
-def _host() -> Host:
-    global _HOST
-    if _HOST is None:
-        _HOST = Host()
-    return _HOST
+def _register(name: str, rules: dict[str, Any]) -> int:
+    """The core's handle of ruleset ``name`` (created on first use). Call under ``_LOCK``."""
+    handle = _HANDLES.get(name)
+    if handle is None:
+        try:
+            handle = _core.create_ruleset(name, json.dumps(rules, ensure_ascii=False))
+        except Exception as exc:  # the core raises bare Exception with an error code
+            raise EvalError(f"durable-rules rejected ruleset {name}: {exc}") from exc
+        _HANDLES[name] = handle
+    return handle
 
 
-def _action(rule_id: str) -> Callable[[Any], None]:
-    def fire(_closure: Any) -> None:
-        _SINK.append(rule_id)
-
-    return fire
+def _rule_of(message: str, known: Any) -> str:
+    """The rule name of one queued action, ``{"<rule>":{"m":{...}}}``, without parsing the fact."""
+    if message.startswith('{"'):
+        end = message.find('"', 2)
+        name = message[2:end]
+        if name in known:
+            return name
+    parsed = json.loads(message)  # a name the shortcut cannot read (never ours): parse it all
+    return str(next(iter(parsed)))
 
 
 class Engine:
@@ -57,42 +71,60 @@ class Engine:
         self.compiled = compiled
         self.name = compiled.name
         with _LOCK:
-            if self.name not in _REGISTERED:
-                definition = {
-                    rid: {**body, "run": _action(rid)} for rid, body in compiled.rules.items()
-                }
-                try:
-                    _host().register_rulesets({self.name: definition})
-                except Exception as exc:  # durable raises bare Exception
-                    raise EvalError(f"durable-rules rejected ruleset {self.name}: {exc}") from exc
-                _REGISTERED.add(self.name)
+            self._handle = _register(self.name, dict(compiled.rules))
+
+    def fired(self, fact: dict[str, Any]) -> frozenset[str]:
+        """Names of every durable rule (part) the fact satisfies."""
+        body = orjson.dumps({**fact, "sid": _SID, "id": f"q{next(_IDS)}"}).decode()
+        known = self.compiled.rules
+        handle = self._handle
+        names: list[str] = []
+        with _LOCK:
+            try:
+                code, state = _core.assert_fact(handle, body)
+                if code == _HANDLED:
+                    action = _core.start_action_for_state(handle, state)
+                    if action:
+                        names.append(_rule_of(action[1], known))
+                        while (message := _core.complete_and_start_action(handle, state)) is not None:
+                            names.append(_rule_of(message, known))
+                elif code != _NOT_HANDLED:
+                    raise EvalError(f"durable-rules answered {code} to an assertion")
+            except EvalError:
+                self._reset()
+                raise
+            except Exception as exc:
+                self._reset()
+                raise EvalError(f"durable-rules failed: {exc}") from exc
+            try:
+                _core.retract_fact(handle, body)  # the state holds no fact between evaluations
+            except Exception as exc:
+                self._reset()
+                raise EvalError(f"durable-rules could not retract a fact: {exc}") from exc
+        unknown = set(names) - known.keys()
+        if unknown:
+            raise EvalError(f"durable-rules fired unknown rules: {sorted(unknown)}")
+        return frozenset(names)
 
     def matches(self, fact: dict[str, Any]) -> frozenset[str]:
         """Ids of every rule whose condition the fact satisfies."""
-        fact = dict(fact, sid=_SID, id=f"q{next(_IDS)}")
-        host = _host()
+        return self.compiled.matched(self.fired(fact))
+
+    def facts_held(self) -> list[Any]:
+        """The facts durable-rules holds in our state (none between evaluations; for tests)."""
         with _LOCK:
-            _SINK.clear()
             try:
-                host.assert_fact(self.name, fact)
-            except MessageNotHandledException:
-                pass  # no rule matched
-            except Exception as exc:
-                raise EvalError(f"durable-rules failed: {exc}") from exc
-            finally:
-                fired = frozenset(_SINK)
-                _SINK.clear()
-                # Retract whatever happened: the state must hold no fact between evaluations.
-                try:
-                    host.retract_fact(self.name, fact)
-                except MessageNotHandledException:
-                    pass
-                except Exception as exc:
-                    raise EvalError(f"durable-rules could not retract a fact: {exc}") from exc
-        unknown = fired - self.compiled.rules.keys()
-        if unknown:
-            raise EvalError(f"durable-rules fired unknown rules: {sorted(unknown)}")
-        return self.compiled.matched(fired)
+                return list(json.loads(_core.get_facts(self._handle, _SID)))
+            except _core.error:  # 309: no state yet (nothing was ever kept)
+                return []
+
+    def _reset(self) -> None:
+        """After a failure half-way: drop the state (its facts and queued actions) so that the next
+        evaluation starts clean. Under ``_LOCK``."""
+        try:
+            _core.delete_state(self._handle, _SID)
+        except Exception:  # nothing to drop
+            pass
 
 
 _FITS: dict[str, str | None] = {}  # content hash of a definition -> None (fits) or durable's error
@@ -101,16 +133,18 @@ _FITS: dict[str, str | None] = {}  # content hash of a definition -> None (fits)
 def fits(definition: dict[str, dict[str, Any]]) -> str | None:
     """None when durable-rules accepts these rules as one ruleset, else its error text.
 
-    Registers them under a scratch name made of their content hash (once per content: durable
-    never unregisters, so the results are cached and the host grows only with new content)."""
+    Creates them under a scratch name made of their content hash and deletes them again (once per
+    content: the answers are cached)."""
     body = json.dumps(definition, sort_keys=True, ensure_ascii=False)
     key = hashlib.sha256(body.encode()).hexdigest()[:24]
     with _LOCK:
         if key in _FITS:
             return _FITS[key]
         try:
-            _host().register_rulesets({"chk_" + key: {n: {**b, "run": _action(n)} for n, b in definition.items()}})
-            _FITS[key] = None
-        except Exception as exc:  # durable raises bare Exception
+            handle = _core.create_ruleset("chk_" + key, body)
+        except Exception as exc:  # the core raises bare Exception with an error code
             _FITS[key] = str(exc)
+        else:
+            _core.delete_ruleset(handle)
+            _FITS[key] = None
         return _FITS[key]
