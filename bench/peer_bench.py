@@ -16,7 +16,8 @@ that inside ``decide``). Before timing, every engine decides every operation (an
 edge cases) and the run stops with exit code 1 unless all agree on allow/deny and on the rules
 that decided: engines deciding different things would make the comparison worthless.
 
-Each engine is then timed per decision, best of ``--rounds`` (by decisions/s); the table gives
+Each engine is then timed per decision, best of ``--rounds`` (by decisions/s; the engines take
+turns round by round, so a slow spell of a shared machine is spread over all); the table gives
 decisions/s, mean and p99 microseconds and the ratio to kti-policy with its match cache off.
 """
 
@@ -276,14 +277,20 @@ def run(decide: Callable[[Case], bool], cases: list[Case]) -> dict[str, Any]:
             "allowed": allowed}
 
 
-def best_of(prepare: Callable[[list[Case]], Callable[[Case], bool]], cases: list[Case],
-            rounds: int) -> dict[str, Any]:
-    runs = []
+def best_of(engines: dict[str, Callable[[list[Case]], Callable[[Case], bool]]], cases: list[Case],
+            rounds: int) -> dict[str, dict[str, Any]]:
+    """Each engine's best round (by decisions/s). The rounds take turns (every engine once, then
+    again), so that a slow spell of the shared machine does not fall on one engine alone."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in engines}
     for _ in range(rounds):
-        decide = prepare(cases)  # outside the timing: registration, parsing
-        runs.append(run(decide, cases))
-    best = max(runs, key=lambda r: r["decisions_per_s"])
-    return {**best, "rounds_decisions_per_s": [r["decisions_per_s"] for r in runs]}
+        for name, prepare in engines.items():
+            decide = prepare(cases)  # outside the timing: registration, parsing
+            runs[name].append(run(decide, cases))
+    out = {}
+    for name, rs in runs.items():
+        best = max(rs, key=lambda r: r["decisions_per_s"])
+        out[name] = {**best, "rounds_decisions_per_s": [r["decisions_per_s"] for r in rs]}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = engines(ps)
     for prepare in todo.values():  # warm up: imports, registration, first-call caches
         run(prepare(cases[:200]), cases[:200])
-    results = {name: best_of(prepare, cases, args.rounds) for name, prepare in todo.items()}
+    results = best_of(todo, cases, args.rounds)
     for name, r in results.items():
         if r["allowed"] != allowed:
             print(f"{name} allowed {r['allowed']} in the timed run, not {allowed}", file=sys.stderr)
