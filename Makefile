@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)  # the figures of README "Measured"; http_bench needs wrk (apt-get install wrk)
 	$(PY) bench/engine_bench.py
+	$(PY) bench/peer_bench.py  # the Cedar row needs cedarpy: pip install -e '.[bench]'
 	$(PY) bench/events_bench.py
 	$(PY) bench/diff_bench.py
 	$(PY) bench/http_bench.py
