@@ -1,10 +1,17 @@
-"""Decision throughput and latency: durable-rules with its cache, raw durable-rules, the reference.
+"""Decision throughput and latency: durable-rules with its cache, without it, durable-rules alone, the reference.
 
     python bench/engine_bench.py [--policies policies] [-n 20000] [--seed 2026] [--json FILE]
 
 Parses the seeded workload (``bench/workload.py``) once, then times ``Decider.decide`` per
-operation for each variant, in one process. Target for the engine path: mean <= 50 us,
-p99 <= 200 us per decision.
+operation for each variant, in one process. Targets: engine path (cache on) mean <= 50 us,
+p99 <= 200 us per decision; the uncached decision within 1.3x of durable-rules alone.
+
+"durable-rules alone" is what a user of durable-rules pays for the same rules: the pack's compiled
+rules registered through durable's own Python API (``durable.engine.Host``, an action per rule that
+records its name), each operation's fact built before the clock starts, then ``assert_fact`` +
+``retract_fact``. The uncached decision does all of that and also builds the context and the fact,
+orders the reasons and computes obligations. The comparison with Cedar (cedarpy) and hand-written
+durable-rules on a five-rule pack is ``bench/peer_bench.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine  # noqa: E402
 from workload import generate  # noqa: E402
 
-from kti_policy.decide.decision import Decider  # noqa: E402
+from kti_policy.decide.decision import Decider, build_context  # noqa: E402
 from kti_policy.decide.operation import parse_operation  # noqa: E402
 from kti_policy.policy.loader import load_policy_set  # noqa: E402
 
@@ -53,12 +60,52 @@ def run(decider: Decider, items: list[Any]) -> dict[str, Any]:
     }
 
 
+def run_durable_alone(decider: Decider, items: list[Any]) -> dict[str, Any]:
+    """durable-rules through its public API on the decider's compiled rules, facts prebuilt."""
+    from durable.engine import Host, MessageNotHandledException
+
+    compiled = decider.compiled
+    fired: list[str] = []
+
+    def action(name: str) -> Any:
+        return lambda _c: fired.append(name)
+
+    host = Host()
+    rs = f"alone_{compiled.name}_{time.monotonic_ns()}"
+    host.register_rulesets({rs: {n: {**body, "run": action(n)} for n, body in compiled.rules.items()}})
+    facts = [dict(compiled.projection.fact(build_context(op, f.merge_inline(op.inline_facts), NOW)),
+                  sid="0", id=f"a{i}") for i, (op, f) in enumerate(items)]
+    times: list[float] = []
+    clock = time.perf_counter_ns
+    start = clock()
+    for fact in facts:
+        t0 = clock()
+        try:
+            host.assert_fact(rs, fact)
+        except MessageNotHandledException:
+            pass
+        host.retract_fact(rs, fact)
+        times.append((clock() - t0) / 1000)
+    total = (clock() - start) / 1e9
+    times.sort()
+    return {
+        "decisions": len(items),
+        "decisions_per_s": round(len(items) / total),
+        "mean_us": round(statistics.fmean(times), 1),
+        "p50_us": round(times[len(times) // 2], 1),
+        "p99_us": round(times[min(len(times) - 1, int(len(times) * 0.99))], 1),
+        "max_us": round(times[-1], 1),
+        "allowed": None,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policies", default="policies")
     ap.add_argument("-n", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--rounds", type=int, default=3, help="take the best of this many runs of each variant")
     args = ap.parse_args(argv)
 
     ps = load_policy_set(args.policies)
@@ -71,9 +118,20 @@ def main(argv: list[str] | None = None) -> int:
     }
     for d in variants.values():  # warm up: registration, imports, calendar caches
         run(d, items[:200])
-    results = {name: run(d, items) for name, d in variants.items()}
-    # the same operations again through the now-warm match cache: a long-running service's steady state
-    results["engine (cached, 2nd pass)"] = run(variants["engine (cached)"], items)
+    run(variants["engine (cached)"], items)  # its cache now holds every key: the "2nd pass" rows
+    results: dict[str, dict[str, Any]] = {}
+
+    def best(name: str, r: dict[str, Any]) -> None:
+        if name not in results or r["decisions_per_s"] > results[name]["decisions_per_s"]:
+            results[name] = r
+
+    for _ in range(args.rounds):  # the variants take turns, so a slow spell of the machine hits all
+        best("engine (cached)", run(Decider(ps), items))  # a fresh cache: a true first pass
+        best("engine (cache_size=0)", run(variants["engine (cache_size=0)"], items))
+        best("durable-rules alone", run_durable_alone(variants["engine (cache_size=0)"], items))
+        best("reference", run(variants["reference"], items))
+        # the same operations again through the now-warm match cache: a long-running service
+        best("engine (cached, 2nd pass)", run(variants["engine (cached)"], items))
     ref = [variants["reference"].decide(op, f, NOW).rule_ids for op, f in items[:2000]]
     eng = [variants["engine (cache_size=0)"].decide(op, f, NOW).rule_ids for op, f in items[:2000]]
     report = {"machine": machine(), "policy_version": ps.version, "rules": len(ps.rules),
@@ -81,10 +139,14 @@ def main(argv: list[str] | None = None) -> int:
               "engine_agrees_with_reference_on_first_2000": ref == eng}
 
     print(describe(report["machine"]))
-    print(f"policies: {args.policies} ({len(ps.rules)} rules, version {ps.version}); {args.n} operations, seed {args.seed}")
+    print(f"policies: {args.policies} ({len(ps.rules)} rules, version {ps.version}); {args.n} operations, "
+          f"seed {args.seed}, best of {args.rounds}")
     print(f"{'variant':24} {'dec/s':>9} {'mean us':>9} {'p50 us':>9} {'p99 us':>9} {'max us':>9}")
     for name, r in results.items():
         print(f"{name:24} {r['decisions_per_s']:>9} {r['mean_us']:>9} {r['p50_us']:>9} {r['p99_us']:>9} {r['max_us']:>9}")
+    ratio = results["durable-rules alone"]["decisions_per_s"] / results["engine (cache_size=0)"]["decisions_per_s"]
+    report["uncached_vs_durable_alone"] = round(ratio, 2)
+    print(f"uncached decision / durable-rules alone: {ratio:.2f}x (target <= 1.3x: {'met' if ratio <= 1.3 else 'NOT met'})")
     cached = results["engine (cached)"]
     ok = cached["mean_us"] <= 50 and cached["p99_us"] <= 200
     print(f"target (engine, cached: mean <= 50 us, p99 <= 200 us): {'met' if ok else 'NOT met'}")
