@@ -2,7 +2,8 @@
 --
 --   wrk -t1 -c16 -d10s -s bench/decisions.lua http://127.0.0.1:8080 -- BODIES_FILE [PATH] [API_KEY]
 --
--- BODIES_FILE holds one JSON body per line (bench/workload.py's mix for /v1/decisions, or
+-- BODIES_FILE "-" sends GET PATH without a body (the floor: GET /healthz).
+-- Otherwise BODIES_FILE holds one JSON body per line (bench/workload.py's mix for /v1/decisions, or
 -- {"operations": [...100...]} lines for /v1/decisions/batch). PATH defaults to /v1/decisions.
 -- Each wrk thread starts at a different line. At the end one line "WRK_JSON {...}" carries the
 -- figures (latencies in microseconds) for http_bench.py to read.
@@ -19,15 +20,21 @@ end
 local bodies = {}
 local counter = 1
 local path = "/v1/decisions"
+local get_only = false
 
 function init(args)
   local file = args[1]
   if file == nil then
     error("usage: wrk ... -s decisions.lua URL -- BODIES_FILE [PATH] [API_KEY]")
   end
-  for line in io.lines(file) do
-    if #line > 0 then
-      bodies[#bodies + 1] = line
+  if file == "-" then
+    get_only = true
+    bodies[1] = ""
+  else
+    for line in io.lines(file) do
+      if #line > 0 then
+        bodies[#bodies + 1] = line
+      end
     end
   end
   if #bodies == 0 then
@@ -45,6 +52,9 @@ function init(args)
 end
 
 function request()
+  if get_only then
+    return wrk.format("GET", path)
+  end
   local body = bodies[counter]
   counter = counter % #bodies + 1
   return wrk.format("POST", path, nil, body)
