@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine  # noqa: E402
 
 from kti_policy.hooks.subscriptions import Subscription, parse_secret  # noqa: E402
-from kti_policy.register.ledger import Register, obligations_t  # noqa: E402
+from kti_policy.register.ledger import Register  # noqa: E402
 from kti_policy.register.scheduler import ObligationScheduler  # noqa: E402
+from kti_policy.register.tables import obligations_t  # noqa: E402
 from kti_policy.store.db import Store  # noqa: E402
 from kti_policy.store.pseudonym import Pseudonymizer  # noqa: E402
 

@@ -39,3 +39,45 @@ def test_imports_only_below(path: Path) -> None:
     module = ".".join(path.relative_to(PKG.parent).with_suffix("").parts)
     bad = [f"{path.name}:{n} imports {m}" for n, m in imports(path) if layer(m) > layer(module)]
     assert not bad, bad
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """module -> the kti_policy modules it imports (a name imported from a package counts as the
+    package's submodule of that name when one exists, else as the package itself)."""
+    modules = {".".join(p.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in PKG.rglob("*.py") if "migrations" not in p.parts}
+    graph: dict[str, set[str]] = {}
+    for mod, path in modules.items():
+        deps = set()
+        for _, target in imports(path):
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != mod and not modules[target].name == "__init__.py":
+                deps.add(target)
+        graph[mod] = deps
+    return graph
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """No circle of imports between modules, inside a package too (model and conditions used to
+    import each other): a circle is a sign two modules share one job."""
+    graph = _module_graph()
+    circles: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                circles.append(stack[stack.index(d):] + [d])
+            elif d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert not circles, [" -> ".join(c) for c in circles]

@@ -27,7 +27,7 @@ from conftest import EventsDb, new_hook_secret
 from e2e.receiver import WebhookReceiver
 from e2e.test_reliability_e2e import INGEST_KEY, SECRET_ENV, Serve, full_env, kti_env, open_store
 from e2e.test_reliability_e2e import procs as procs  # noqa: F401 - the fixture
-from kti_policy.register.ledger import history_t, obligations_t
+from kti_policy.register.tables import history_t, obligations_t
 from kti_policy.store.tables import deliveries_t
 
 pytestmark = pytest.mark.timeout(240)

@@ -23,8 +23,8 @@ from e2e.receiver import WebhookReceiver
 
 from kti_policy.api.app import create_app
 from kti_policy.hooks.delivery import Worker
-from kti_policy.register.ledger import history_t, obligations_t
 from kti_policy.register.scheduler import OBLIGATIONS, ObligationScheduler
+from kti_policy.register.tables import history_t, obligations_t
 
 ADMIN, INGEST, QUERY = "adm-" + secrets.token_hex(8), "ing-" + secrets.token_hex(8), "q-" + secrets.token_hex(8)
 H = {key: {"Authorization": f"Bearer {key}"} for key in (ADMIN, INGEST, QUERY)}

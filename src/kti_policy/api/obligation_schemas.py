@@ -8,7 +8,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from kti_policy.register.ledger import STATUSES
+from kti_policy.register.tables import STATUSES
 
 
 class RequestCaseSchema(Schema):

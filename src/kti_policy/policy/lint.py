@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 from kti_policy.errors import PolicyError, Position
 
 from . import durations
-from .conditions import condition_to_data, leaf_text
+from .conditions import leaf_text
 from .fields import FIELDS
 from .model import (
     All,
@@ -43,6 +43,7 @@ from .model import (
     PolicySet,
     Present,
     Rule,
+    condition_to_data,
 )
 
 STEP_BUDGET = 200_000  # case splits per question before giving up (and staying silent)

@@ -320,8 +320,6 @@ class PolicySet:
 
     def to_dict(self) -> dict[str, Any]:
         """The body of ``GET /v1/policies``."""
-        from .conditions import condition_to_data
-
         return {
             "policy_version": self.version,
             "policies": [
@@ -351,3 +349,30 @@ class PolicySet:
             "rule_ids": [r.id for r in self.rules],
             "vocabulary": self.vocabulary.to_dict(),
         }
+
+
+def condition_to_data(cond: Condition) -> Any:
+    """The condition back in the policy file's own shape (for the API and the playground)."""
+    if isinstance(cond, Eq):
+        return {cond.path: cond.value}
+    if isinstance(cond, In):
+        if cond.list_name:
+            return {cond.path: {"in_list": cond.list_name}}
+        return {cond.path: {"in": list(cond.values)}}
+    if isinstance(cond, Elapsed):
+        return {cond.path: {"within" if cond.within else "more_than": cond.period_name or cond.period.to_data()}}
+    if isinstance(cond, Contains):
+        return {cond.path: {"contains": cond.value}}
+    if isinstance(cond, ContainsAny):
+        return {cond.path: {"contains_any": list(cond.values)}}
+    if isinstance(cond, Present):
+        return {cond.path: {"present": cond.expected}}
+    if isinstance(cond, All):
+        return {"all": [condition_to_data(c) for c in cond.items]}
+    if isinstance(cond, AnyOf):
+        return {"any": [condition_to_data(c) for c in cond.items]}
+    if isinstance(cond, Not):
+        return {"not": condition_to_data(cond.item)}
+    if isinstance(cond, Const):
+        return cond.value
+    raise TypeError(cond)

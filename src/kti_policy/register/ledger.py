@@ -34,9 +34,10 @@ from sqlalchemy.exc import IntegrityError
 
 from kti_policy.errors import KtiError, NotFound, RequestError
 from kti_policy.policy.calendar import HELSINKI, to_helsinki_date
-from kti_policy.store.tables import _PK, UtcDateTime, deliveries_t, utcnow
+from kti_policy.store.tables import deliveries_t, utcnow
 from kti_policy.store.validation import MAX_SUBJECT_ID_LEN, parse_time
 
+from .query import detail
 from .rules import (
     DEFAULT_PERIODS,
     REQUEST_TYPES,
@@ -47,6 +48,7 @@ from .rules import (
     relationship_end_tasks,
     respond_due,
 )
+from .tables import ACTIVE, STATUSES, history_t, obligations_t
 
 if TYPE_CHECKING:
     from kti_policy.store.bodies import BodySealer
@@ -55,49 +57,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("open", "extended", "completed", "refused")
-ACTIVE = ("open", "extended")
 MAX_REFERENCE = 200
 MAX_TEXT = 2000
-
-meta = sa.MetaData()
-obligations_t = sa.Table(
-    "obligations",
-    meta,
-    sa.Column("id", _PK, primary_key=True, autoincrement=True),
-    sa.Column("kind", sa.String(8), nullable=False),
-    sa.Column("type", sa.String(32), nullable=False),
-    sa.Column("request_type", sa.String(32)),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("subject_key", sa.String(80), nullable=False),
-    sa.Column("reference", sa.String(200), nullable=False),
-    sa.Column("case_key", sa.String(260)),
-    sa.Column("system", sa.String(64)),
-    sa.Column("case_id", _PK),
-    sa.Column("rule", sa.String(64), nullable=False),
-    sa.Column("received", sa.Date(), nullable=False),
-    sa.Column("due", sa.Date(), nullable=False),
-    sa.Column("original_due", sa.Date()),
-    sa.Column("extension_notice_by", sa.Date()),
-    sa.Column("retain_until", sa.Date()),
-    sa.Column("data_categories", sa.Text(), nullable=False),
-    sa.Column("identity_verified", sa.Boolean()),
-    sa.Column("source_event_id", sa.String(128)),
-    sa.Column("due_soon_sent_at", UtcDateTime()),
-    sa.Column("overdue_sent_at", UtcDateTime()),
-    sa.Column("created_at", UtcDateTime(), nullable=False),
-    sa.Column("closed_at", UtcDateTime()),
-)
-history_t = sa.Table(
-    "obligation_history",
-    meta,
-    sa.Column("id", _PK, primary_key=True, autoincrement=True),
-    sa.Column("obligation_id", _PK, nullable=False),
-    sa.Column("at", UtcDateTime(), nullable=False),
-    sa.Column("what", sa.String(32), nullable=False),
-    sa.Column("actor", sa.String(200), nullable=False),
-    sa.Column("details", sa.Text(), nullable=False),
-)
 
 
 # Built once and executed with parameters: building ``.values(...)`` per row cost more than running
@@ -466,8 +427,6 @@ class Register:
             return self._detail(conn, oid)
 
     def _detail(self, conn: Connection, oid: int) -> dict[str, Any]:
-        from .query import detail
-
         return detail(conn, oid, self.today())
 
 

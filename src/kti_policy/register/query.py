@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from kti_policy.errors import NotFound, RequestError
 from kti_policy.store.tables import _iso, deliveries_t
 
-from .ledger import ACTIVE, STATUSES, history_t, obligations_t
+from .tables import ACTIVE, STATUSES, history_t, obligations_t
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100

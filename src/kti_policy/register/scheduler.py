@@ -31,9 +31,10 @@ from kti_policy.policy.calendar import to_helsinki_date
 from kti_policy.store.db import Store
 from kti_policy.store.tables import utcnow
 
-from .ledger import ACTIVE, Clock, enqueue, history_t, obligations_t
+from .ledger import Clock, enqueue
 from .query import to_dict
 from .rules import due_soon_threshold, parse_lead_days
+from .tables import ACTIVE, history_t, obligations_t
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,15 @@ after each round).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
-if TYPE_CHECKING:
-    from .db import Store
+
+class OutboxStats(Protocol):
+    """What the gauges read (``store.db.Store`` is one; the store imports this module)."""
+
+    def outbox_stats(self) -> dict[str, Any]: ...
 
 EVENTS_RECORDED = Counter(
     "kti_events_recorded_total",
@@ -45,7 +48,7 @@ OUTBOX_DEAD = Gauge(
 )
 
 
-def update_outbox_gauges(store: Store) -> dict[str, object]:
+def update_outbox_gauges(store: OutboxStats) -> dict[str, object]:
     """Set the outbox gauges from ``store.outbox_stats()``; returns the stats."""
     stats = store.outbox_stats()
     OUTBOX_DEPTH.set(stats["depth"])
