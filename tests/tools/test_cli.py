@@ -220,3 +220,16 @@ def test_check_names_a_rule_too_complex_for_the_engine(tmp_path: Path) -> None:
     assert code == 1
     assert f"{folder / 'big.yaml'}:5:5: rule big.too-complex is too complex for the rule engine" in err + _
     assert "[engine_limit]" in err + _
+
+
+def test_eval_obligation_lines_say_date_fee_or_nothing() -> None:
+    """An obligation without a date or a fee (verify_identity) is not printed as "(free)"."""
+    req = json.dumps({"operation": "subject_request", "request": {"type": "access", "written": True,
+                      "identity_verified": False, "received_at": "2026-03-02T10:00:00+02:00"},
+                      "subject": {"id": "c-1"}, "at": "2026-03-02T10:00:00+02:00"})
+    code, out, _ = run("eval", req, "--policies", str(REPO / "policies"))
+    assert code == 0, out
+    lines = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("obligation ")]
+    assert any(ln.startswith("obligation verify_identity: ") for ln in lines), lines
+    assert any(ln.startswith("obligation respond_by (2026-04-02): ") for ln in lines), lines
+    assert any(ln.startswith("obligation access_fee (free): ") for ln in lines), lines

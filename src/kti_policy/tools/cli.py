@@ -35,6 +35,16 @@ def main() -> None:
     """kti-policy: personal-data rules as code (check, test, eval, notice, serve)."""
 
 
+
+def _obligation_detail(o: dict[str, Any]) -> str:
+    """" (2026-04-02)", " (chargeable)", " (free)" or nothing: an obligation without a date or a
+    fee (verify_identity, notify_recipients) is not "free"."""
+    if o.get("due"):
+        return f" ({o['due']})"
+    if "chargeable" in o:
+        return " (chargeable)" if o["chargeable"] else " (free)"
+    return ""
+
 @main.command()
 @click.argument("directory", default="policies", type=click.Path(file_okay=False))
 @click.option("--hooks", "hooks_dir", default=None, help="Hooks folder (default: $KTI_HOOKS_DIR or ./hooks).")
@@ -232,8 +242,7 @@ def eval_cmd(request_json: str, directory: str, lang: str, facts_json: str | Non
             cite += f" ({', '.join(r['law'])})"
         click.echo(f"  {r['effect']:<6} {r['rule']}{cite}: {r['message']}")
     for o in out["obligations"]:
-        detail = o.get("due") or ("chargeable" if o.get("chargeable") else "free")
-        click.echo(f"  obligation {o['type']} ({detail}): {o['message']}")
+        click.echo(f"  obligation {o['type']}{_obligation_detail(o)}: {o['message']}")
     if explain:
         from kti_policy.policy.conditions import explain as explain_cond
 
