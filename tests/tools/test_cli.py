@@ -233,3 +233,23 @@ def test_eval_obligation_lines_say_date_fee_or_nothing() -> None:
     assert any(ln.startswith("obligation verify_identity: ") for ln in lines), lines
     assert any(ln.startswith("obligation respond_by (2026-04-02): ") for ln in lines), lines
     assert any(ln.startswith("obligation access_fee (free): ") for ln in lines), lines
+
+
+def test_check_names_a_holds_id_the_vocabulary_does_not_know(tmp_path: Path) -> None:
+    """``holds`` decides which systems get deletion tasks: a misspelt category is an error at its
+    line, checked against the pack's vocabulary; the known ones pass."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "crm.yaml").write_text(
+        "subscriptions:\n"
+        "  - id: crm\n"
+        "    url: http://127.0.0.1:9000/kti\n"
+        "    events: [erasure.requested]\n"
+        "    secret_env: KTI_HOOK_SECRET_CRM\n"
+        "    holds: [email, emial]\n", encoding="utf-8")
+    code, out, err = run("check", str(REPO / "policies"), "--hooks", str(hooks))
+    assert code == 1
+    assert f"{hooks / 'crm.yaml'}:6:20: holds: unknown data category 'emial'" in out + err
+    (hooks / "crm.yaml").write_text((hooks / "crm.yaml").read_text().replace("emial", "name"), encoding="utf-8")
+    code, out, err = run("check", str(REPO / "policies"), "--hooks", str(hooks))
+    assert code == 0, out + err

@@ -131,7 +131,7 @@ def _blank(path: Path) -> bool:
 
 
 def _parse(
-    folder: Path, environ: Mapping[str, str] | None
+    folder: Path, environ: Mapping[str, str] | None, categories: Sequence[str] | None = None
 ) -> tuple[list[Subscription], list[PolicyError]]:
     subs: list[Subscription] = []
     errors: list[PolicyError] = []
@@ -174,7 +174,7 @@ def _parse(
             )
             continue
         for i, item in enumerate(items):
-            sub = _subscription(item, items.at(i), errors, environ)
+            sub = _subscription(item, items.at(i), errors, environ, categories)
             if sub is None:
                 continue
             if sub.id in seen:
@@ -193,7 +193,11 @@ def _parse(
 
 
 def _subscription(
-    item: Any, pos: Position, errors: list[PolicyError], environ: Mapping[str, str] | None
+    item: Any,
+    pos: Position,
+    errors: list[PolicyError],
+    environ: Mapping[str, str] | None,
+    categories: Sequence[str] | None = None,
 ) -> Subscription | None:
     if not isinstance(item, LMap):
         errors.append(PolicyError("hook_invalid", "a subscription must be a mapping", pos))
@@ -251,7 +255,7 @@ def _subscription(
                     )
                 else:
                     event_set.add(etype)
-    holds = _holds(item, errors)
+    holds = _holds(item, errors, categories)
     if "secret_env" in item:
         if not isinstance(secret_env, str) or not ENV_RE.match(secret_env):
             errors.append(
@@ -284,8 +288,12 @@ def _subscription(
     )
 
 
-def _holds(item: LMap, errors: list[PolicyError]) -> frozenset[str]:
-    """``holds``: data category ids (snake_case); the policy vocabulary is not loaded here."""
+def _holds(
+    item: LMap, errors: list[PolicyError], categories: Sequence[str] | None = None
+) -> frozenset[str]:
+    """``holds``: data category ids (snake_case); with ``categories`` (the policy vocabulary's, as
+    ``kti-policy check`` passes them), each must be one of them: a misspelt id would silently keep
+    that system out of every deletion task."""
     if "holds" not in item:
         return frozenset()
     value = item.get("holds")
@@ -302,6 +310,14 @@ def _holds(item: LMap, errors: list[PolicyError]) -> frozenset[str]:
                     "hook_invalid", f"holds: {cat!r} is not a data category id", value.at(j)
                 )
             )
+        elif categories is not None and cat not in categories:
+            errors.append(
+                PolicyError(
+                    "unknown_id",
+                    f"holds: unknown data category {cat!r}; known: {', '.join(sorted(categories))}",
+                    value.at(j),
+                )
+            )
         else:
             out.add(cat)
     return frozenset(out)
@@ -315,8 +331,12 @@ def load_subscriptions(folder: Path | str) -> list[Subscription]:
     return subs
 
 
-def check_hooks(folder: Path | str, environ: Mapping[str, str] | None = None) -> list[PolicyError]:
+def check_hooks(
+    folder: Path | str,
+    environ: Mapping[str, str] | None = None,
+    categories: Sequence[str] | None = None,
+) -> list[PolicyError]:
     """Problems in the hook files, sorted; with ``environ``, unset secrets are warnings and
-    malformed ones errors."""
-    _, errors = _parse(Path(folder), environ)
+    malformed ones errors; with ``categories``, ``holds`` ids must be among them."""
+    _, errors = _parse(Path(folder), environ, categories)
     return sorted(set(errors), key=PolicyError.sort_key)

@@ -73,7 +73,7 @@ def check(directory: str, hooks_dir: str | None, strict: bool, fmt: str, lang: s
         problems += _lint(policy_set)
     hd = _hooks_dir(hooks_dir)
     if hd is not None:
-        problems += _check_hooks(hd)
+        problems += _check_hooks(hd, policy_set.vocabulary.ids("data_category") if policy_set else None)
     errors = [p for p in problems if p.severity == "error" or strict]
     warnings = [p for p in problems if p not in errors]
     if fmt == "json":
@@ -104,10 +104,10 @@ def _notice_conflicts(policy_set: PolicySet | None, lang: str) -> list[dict[str,
     return [c.to_dict(policy_set, lang) for c in notice_conflicts(policy_set)]
 
 
-def _check_hooks(directory: Path) -> list[PolicyError]:
+def _check_hooks(directory: Path, categories: list[str] | None = None) -> list[PolicyError]:
     from kti_policy.hooks.subscriptions import check_hooks
 
-    return list(check_hooks(directory))
+    return list(check_hooks(directory, categories=categories))
 
 
 def _engine_problems(policy_set: Any) -> list[PolicyError]:
