@@ -30,9 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine  # noqa: E402
 from workload import generate  # noqa: E402
 
-from kti_policy.decide.decision import Decider, build_context  # noqa: E402
-from kti_policy.decide.operation import parse_operation  # noqa: E402
-from kti_policy.policy.loader import load_policy_set  # noqa: E402
+try:
+    from kti_policy.decide.decision import Decider, build_context
+    from kti_policy.decide.operation import parse_operation
+    from kti_policy.policy.loader import load_policy_set
+except ImportError:  # the flat layout of older revisions: bench/ab_engine.sh runs this script on them
+    from kti_policy.decision import Decider, build_context  # type: ignore[no-redef]
+    from kti_policy.loader import load_policy_set  # type: ignore[no-redef]
+    from kti_policy.operation import parse_operation  # type: ignore[no-redef]
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 

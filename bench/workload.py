@@ -15,8 +15,13 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kti_policy.facts.fold import SubjectFacts
-from kti_policy.policy.model import Vocabulary
+try:
+    from kti_policy.facts.fold import SubjectFacts
+    from kti_policy.policy.model import Vocabulary
+except ImportError:  # the flat layout of older revisions (bench/ab_engine.sh)
+    from kti_policy.model import Vocabulary  # type: ignore[no-redef]
+
+    from kti_policy.facts import SubjectFacts  # type: ignore[no-redef]
 
 PURPOSES = ["customer_relationship", "rights_and_obligations", "online_services", "research",
             "direct_marketing", "partner_marketing", "debt_collection", "product_development",
