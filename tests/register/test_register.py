@@ -23,8 +23,10 @@ from e2e.receiver import WebhookReceiver
 
 from kti_policy.api.app import create_app
 from kti_policy.hooks.delivery import Worker
+from kti_policy.register.ledger import _request_event_id
 from kti_policy.register.scheduler import OBLIGATIONS, ObligationScheduler
 from kti_policy.register.tables import history_t, obligations_t
+from kti_policy.store.tables import events_t
 
 ADMIN, INGEST, QUERY = "adm-" + secrets.token_hex(8), "ing-" + secrets.token_hex(8), "q-" + secrets.token_hex(8)
 H = {key: {"Authorization": f"Bearer {key}"} for key in (ADMIN, INGEST, QUERY)}
@@ -385,3 +387,47 @@ def test_migration_keeps_the_attempt_log(make_store: Any, receiver: Any) -> None
             subscription_id="s", event_seq=None, event_id="obligation-1-x", event_type="x",
             status="pending", created_at=datetime.now(UTC)))
         conn.commit()
+
+
+def test_an_erasure_request_through_the_api_is_one_like_the_event(env: Env) -> None:
+    """CONTRACT 8: POST /v1/requests type erasure records the erasure fact (decisions see it,
+    subscribers of erasure.requested are told) and opens one case with its tasks; a repeat answers
+    with that case and records nothing; the reference reused for another subject is a 409."""
+    env.at("2026-11-30T12:00:00+02:00")
+    marketing = {"operation": "process", "purpose": "direct_marketing", "data_categories": ["email"],
+                 "channel": "email", "subject": {"id": SUBJECT, "consents": ["direct_marketing"]},
+                 "at": "2026-11-30T12:00:00+02:00"}
+    before = env.client.post("/v1/decisions", json=marketing, headers=H[QUERY]).json
+    body = {"type": "erasure", "subject_id": SUBJECT, "received_at": "2026-11-30T09:00:00+02:00",
+            "reference": "Kirje 2026/118"}
+    first = env.client.post("/v1/requests", json=body, headers=H[INGEST])
+    assert first.status_code == 201, first.json
+    view = env.client.get(f"/v1/subjects/{SUBJECT}", headers=H[QUERY]).json
+    assert view["erasure_requested"] is True and [h["type"] for h in view["history"]] == ["erasure.requested"]
+    after = env.client.post("/v1/decisions", json=marketing, headers=H[QUERY]).json
+    assert before["decision"] == "allow" and after["decision"] == "deny", (before, after)
+
+    again = env.client.post("/v1/requests", json=body, headers=H[INGEST])
+    assert again.status_code == 200 and again.json["id"] == first.json["id"]
+    cases = env.client.get("/v1/obligations?type=respond_by", headers=H[QUERY]).json["items"]
+    assert [(c["request_type"], c["reference"]) for c in cases] == [("erasure", "Kirje 2026/118")]
+    tasks = env.client.get("/v1/obligations?type=delete_by", headers=H[QUERY]).json["items"]
+    assert sorted(t["system"] for t in tasks) == ["billing", "marketing"]
+    assert {t["reference"] for t in tasks} == {"Kirje 2026/118"}
+    store = env.store()
+    with store._read() as conn:
+        types = [r.type for r in conn.execute(sa.select(events_t.c.type))]
+    assert types == ["erasure.requested"]
+
+    other = dict(body, subject_id="customer-9999")
+    same_case = env.client.post("/v1/requests", json=other, headers=H[INGEST])
+    assert same_case.status_code == 200 and same_case.json["id"] == first.json["id"]
+
+    orphan = {"id": _request_event_id("erasure", "Kirje 2026/119"), "type": "erasure.requested",
+              "subject_id": "customer-1", "occurred_at": "2026-11-29T09:00:00+02:00", "data": {}}
+    store.record_events([orphan])
+    conflict = env.client.post("/v1/requests", json=dict(body, reference="Kirje 2026/119"), headers=H[INGEST])
+    assert conflict.status_code == 409 and "Kirje 2026/119" in conflict.json["message"], conflict.json
+    retry = env.client.post("/v1/requests", json=dict(body, reference="Kirje 2026/119", subject_id="customer-1",
+                                                      received_at="2026-11-29T09:00:00+02:00"), headers=H[INGEST])
+    assert retry.status_code == 201  # the retry of the crashed request opens its case

@@ -1,7 +1,7 @@
 """The obligations register over HTTP (CONTRACT section 8). Thin over ``Register``.
 
 - ``POST /v1/requests`` (ingest): 201 with the new case, 200 with the first one for a repeated
-  (type, reference).
+  (type, reference); type ``erasure`` also records the ``erasure.requested`` fact, as the event.
 - ``GET /v1/obligations`` (query), ``GET /v1/obligations/<id>`` (query, with history and the
   webhook deliveries), ``GET /v1/obligations.csv`` (admin; the same filters, every row).
 - ``POST /v1/obligations/<id>/extend|complete|refuse`` (ingest): 200 with the obligation; 409 when

@@ -21,6 +21,7 @@ Reads and the reminder scheduler are in ``register_query.py`` and ``register_sch
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from kti_policy.errors import KtiError, NotFound, RequestError
+from kti_policy.errors import EventConflict, KtiError, NotFound, RequestError
 from kti_policy.policy.calendar import HELSINKI, to_helsinki_date
 from kti_policy.store.tables import deliveries_t, utcnow
 from kti_policy.store.validation import MAX_SUBJECT_ID_LEN, parse_time
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_REFERENCE = 200
+#: events recorded for a ``POST /v1/requests`` (``request:erasure:<hash of the reference>``)
+REQUEST_EVENT_PREFIX = "request:"
 MAX_TEXT = 2000
 
 
@@ -156,6 +159,11 @@ class Register:
         if not isinstance(verified, bool):
             raise _bad("identity_verified", "must be true or false")
         assert subject_id is not None and reference is not None
+        if rtype == "erasure":
+            with self.store._read() as conn:
+                known = self._case_by_key(conn, rtype, reference)
+            if known is None:  # a repeat of the request answers with its case and records nothing
+                self._record_erasure_fact(subject_id, reference, body["received_at"])
         for attempt in range(2):
             try:
                 with self.store._write() as conn:
@@ -173,6 +181,24 @@ class Register:
                     raise
         self.store._notify_outbox()
         return Opened(detail, True)
+
+    def _record_erasure_fact(self, subject_id: str, reference: str, received_at: Any) -> None:
+        """CONTRACT 8: an erasure request through ``POST /v1/requests`` is one like the event, so
+        decisions see it (R2, the marketing stop) and subscribers are told: record the
+        ``erasure.requested`` event first, its id made of the reference (a repeat is a duplicate,
+        not a second event). The register's own hook leaves it alone (``REQUEST_EVENT_PREFIX``):
+        the case opened next is keyed by the caller's reference. A failure between the two
+        leaves the fact recorded; the caller's retry (same reference) opens the case."""
+        event = {"id": _request_event_id("erasure", reference), "type": "erasure.requested",
+                 "subject_id": subject_id, "occurred_at": received_at, "data": {}}
+        try:
+            self.store.record_events([event], batch=False)
+        except EventConflict as exc:
+            raise ObligationConflict(
+                f"reference {reference!r} was used before for an erasure request of another subject "
+                "or time; give this request its own reference",
+                {"field": "reference"},
+            ) from exc
 
     @staticmethod
     def _case_key(rtype: str, reference: str) -> str:
@@ -300,6 +326,8 @@ class Register:
         """Open or close what ``ev`` causes; returns the number of outbox rows it added."""
         actor = f"event:{ev.event_id}"
         if ev.type in ("access_request.received", "erasure.requested"):
+            if ev.event_id.startswith(REQUEST_EVENT_PREFIX):
+                return 0  # the fact of a POST /v1/requests: its case is opened by open_request
             rtype = "access" if ev.type == "access_request.received" else "erasure"
             if self._case_by_key(conn, rtype, ev.event_id) is not None:
                 return 0
@@ -472,3 +500,9 @@ def _iso(value: datetime) -> str:
 
 __all__ = ["ACTIVE", "STATUSES", "ObligationConflict", "Opened", "Register", "enqueue",
            "history_t", "obligations_t"]
+
+
+def _request_event_id(rtype: str, reference: str) -> str:
+    """The id of the event a request records: the reference is the caller's ticket number and
+    may hold anything, so the id holds its hash (event ids are ``[A-Za-z0-9_:-]``)."""
+    return f"{REQUEST_EVENT_PREFIX}{rtype}:{hashlib.sha256(reference.encode()).hexdigest()[:40]}"
