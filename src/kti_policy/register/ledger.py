@@ -161,8 +161,8 @@ class Register:
         assert subject_id is not None and reference is not None
         if rtype == "erasure":
             with self.store._read() as conn:
-                known = self._case_by_key(conn, rtype, reference)
-            if known is None:  # a repeat of the request answers with its case and records nothing
+                existing = self._case_by_key(conn, rtype, reference)
+            if existing is None:  # a repeat of the request answers with its case and records nothing
                 self._record_erasure_fact(subject_id, reference, body["received_at"])
         for attempt in range(2):
             try:
