@@ -225,8 +225,8 @@ def test_relationship_end_accounting_task_at_retain_until(env: Env) -> None:
     got = [(i["rule"], i["due"], i["data_categories"], i["retain_until"]) for i in items]
     assert got == [
         ("R4", "2026-12-16", ["email", "name"], None),
-        ("R1", "2032-12-31", ["accounting_vouchers"], "2032-12-31"),
-        ("R1", "2036-12-31", ["accounting_records"], "2036-12-31"),
+        ("R1", "2033-01-31", ["accounting_vouchers"], "2032-12-31"),  # kept through 31 Dec, due a month after
+        ("R1", "2037-02-02", ["accounting_records"], "2036-12-31"),  # 31 Jan 2037 is a Saturday
     ]
     marketing = env.client.get("/v1/obligations?system=marketing", headers=H[QUERY]).json["items"]
     assert [(i["rule"], i["data_categories"]) for i in marketing] == [("R4", ["email", "mobile_phone"])]
@@ -234,7 +234,7 @@ def test_relationship_end_accounting_task_at_retain_until(env: Env) -> None:
     r1 = items[1]
     queued = env.client.get(f"/v1/obligations/{r1['id']}", headers=H[QUERY]).json["deliveries"]
     assert [(d["event_type"], d["status"], d["next_attempt_at"]) for d in queued] == [
-        ("deletion.due", "pending", "2032-12-30T22:00:00Z")]
+        ("deletion.due", "pending", "2032-12-31T22:00:00Z")]  # 1 January 2033, 00:00 in Helsinki
     env.worker.drain()
     assert sorted(p["data"]["rule"] for p in env.received("deletion.due")) == ["R4", "R4"]
     # a confirmation now does not close data still under statutory retention

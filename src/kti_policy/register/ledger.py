@@ -300,8 +300,9 @@ class Register:
                 data_categories=json.dumps(list(spec.data_categories)),
                 source_event_id=source_event_id,
             )
-            # R1 data is announced when its retention ends, every other task at once
-            send_at = None if spec.retain_until is None else _start_of(spec.retain_until)
+            # R1 data is announced the day after its retention ends (it is kept through
+            # retain_until itself), every other task at once
+            send_at = None if spec.retain_until is None else _start_of(spec.retain_until + timedelta(days=1))
             data = {
                 "subject_id": subject_id,
                 "obligation_id": oid,
@@ -358,8 +359,8 @@ class Register:
             )
         ).all()
         for row in rows:
-            if row.retain_until is not None and row.retain_until > today:
-                continue
+            if row.retain_until is not None and row.retain_until >= today:
+                continue  # still kept on retain_until itself: deletable from the day after
             self._transition(conn, row.id, ACTIVE, {"status": "completed", "closed_at": now},
                              "completed", actor, {"event_id": ev.event_id}, now)
 

@@ -56,6 +56,7 @@ class RetentionPeriods:
     statutory_years: Mapping[str, int] = field(
         default_factory=lambda: {"accounting_records": 10, "accounting_vouchers": 6}
     )
+    after_retention_months: int = 1  # R1: deletable from the day after retain_until, due a month after
     respond_months: int = 1
     inquiry_business_days: int = 2
     extended_months: int = 3
@@ -115,7 +116,8 @@ def relationship_end_tasks(
     ended: date,
     periods: RetentionPeriods = DEFAULT_PERIODS,
 ) -> list[TaskSpec]:
-    """R4: the marketing register one month after the end; R1: each category at retain_until."""
+    """R4: the marketing register one month after the end; R1: each category from the day after
+    its retain_until, due a month after that date (as the pack's ``retention.*-delete-due``)."""
     due = add_months(ended, periods.relationship_end_months)
     out: list[TaskSpec] = []
     for sub in subscriptions:
@@ -127,7 +129,8 @@ def relationship_end_tasks(
         for cat in sorted(held & set(periods.statutory_years)):
             by_date.setdefault(periods.retain_until(cat, ended), []).append(cat)
         for until, cats in sorted(by_date.items()):
-            out.append(TaskSpec(sub.id, tuple(cats), until, "R1", retain_until=until))
+            due_r1 = add_months(until, periods.after_retention_months)
+            out.append(TaskSpec(sub.id, tuple(cats), due_r1, "R1", retain_until=until))
     return out
 
 
