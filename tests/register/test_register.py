@@ -431,3 +431,25 @@ def test_an_erasure_request_through_the_api_is_one_like_the_event(env: Env) -> N
     retry = env.client.post("/v1/requests", json=dict(body, reference="Kirje 2026/119", subject_id="customer-1",
                                                       received_at="2026-11-29T09:00:00+02:00"), headers=H[INGEST])
     assert retry.status_code == 201  # the retry of the crashed request opens its case
+
+
+@pytest.mark.parametrize(("confirmed_on", "closes"), [
+    ("2032-12-30", False), ("2032-12-31", False), ("2033-01-01", True)])
+def test_an_r1_task_closes_only_from_the_day_after_retain_until(env: Env, confirmed_on: str, closes: bool) -> None:
+    """RULES R1: vouchers are kept through 31 December of Y+6 and deletable from the next day, so a
+    system's deletion.confirmed (Helsinki date of occurred_at) closes the task only from then."""
+    from kti_policy.store.validation import NewEvent
+
+    env.at("2026-12-01T12:00:00+02:00")
+    end = {"id": "end-r1", "type": "relationship.ended", "subject_id": SUBJECT,
+           "occurred_at": "2026-11-16T12:00:00+02:00", "data": {}}
+    assert env.client.post("/v1/events", json=end, headers=H[INGEST]).status_code == 201
+    register = env.app.extensions["kti_register"]
+    when = datetime.fromisoformat(f"{confirmed_on}T23:30:00+02:00").astimezone(UTC)
+    ev = NewEvent("confirm-r1", "deletion.confirmed", SUBJECT, when, {"system": "billing"})
+    with env.store()._write() as conn:  # straight to the register: occurred_at lies years ahead
+        register._confirm(conn, ev, when, "event:confirm-r1")
+    items = env.client.get("/v1/obligations?system=billing", headers=H[QUERY]).json["items"]
+    vouchers = next(i for i in items if i["data_categories"] == ["accounting_vouchers"])
+    assert vouchers["retain_until"] == "2032-12-31"
+    assert vouchers["status"] == ("completed" if closes else "open")
