@@ -64,6 +64,25 @@ def test_every_endpoint(live_server: GunicornServer) -> None:
     assert "kti_decisions_total" in s.get("/metrics").text
 
 
+
+def test_as_of_decisions_through_gunicorn(live_server: GunicornServer) -> None:
+    """A decision with an ``at`` in the past reads the facts as they were then (dated facts folded
+    up to ``at``), through gunicorn's workers and the real database: the day before a consent it
+    is a deny, the day after an allow, and the same question without ``at`` sees the consent."""
+    s = live_server
+    ev = {"id": "e2e-asof-1", "type": "consent.granted", "subject_id": "cust-asof",
+          "occurred_at": "2026-01-10T12:00:00+02:00", "data": {"purpose": "disclosure"}}
+    assert s.post("/v1/events", json=ev).status_code == 201
+    ask = {"operation": "disclose", "recipient": {"country": "FI", "type": "third_party"},
+           "subject": {"id": "cust-asof"}}
+    got = {at: s.post("/v1/decisions", json=dict(ask, at=at)).json()["decision"]
+           for at in ("2026-01-09T12:00:00+02:00", "2026-01-11T12:00:00+02:00")}
+    assert got == {"2026-01-09T12:00:00+02:00": "deny", "2026-01-11T12:00:00+02:00": "allow"}
+    assert s.post("/v1/decisions", json=ask).json()["decision"] == "allow"
+    batch = s.post("/v1/decisions/batch", json={"operations": [
+        dict(ask, at="2026-01-09T12:00:00+02:00"), dict(ask, at="2026-01-11T12:00:00+02:00")]}).json()
+    assert [d["decision"] for d in batch["decisions"]] == ["deny", "allow"]
+
 def test_every_error_class(live_server: GunicornServer) -> None:
     s = live_server
     assert_json_error(s.post("/v1/decisions", json={"operation": "process", "subject": {"id": "a"}}), 400, "bad_request")
