@@ -4,9 +4,10 @@
 
 Writes ``n`` decision-log lines exactly as the service does (the seeded ``bench/workload.py`` mix,
 plus a twentieth of data subject requests so obligations are replayed too; decided by ``Decider``,
-pseudonymised, written by ``DecisionLog``), makes a copy of the policy folder with two edits (one
-purpose no longer permitted, access requests answered in 14 business days instead of a month), then
-runs ``kti-policy diff OLD NEW --log FILE --format json`` as a separate process and times it.
+pseudonymised, written by ``DecisionLog``), makes a copy of the policy folder with two edits
+(``purposes.register`` no longer permits ``partner_marketing``; ``requests.rights`` answers data
+subject requests in 14 business days instead of a month), then runs
+``kti-policy diff OLD NEW --log FILE --format json`` as a separate process and times it.
 Target: 100,000 lines in under 60 s.
 """
 
@@ -38,9 +39,12 @@ TARGET_SECONDS = 60.0
 REQUEST_TYPES = ["access", "inquiry", "rectification", "erasure", "objection"]
 
 # The edits made to the copy: (file, text, replacement). Each must be found exactly once.
+# purposes.register no longer permits partner_marketing (the rest of register_purposes stays);
+# requests.rights answers in 14 business days instead of a month.
 EDITS = [
-    ("purposes.yaml", "direct_marketing, partner_marketing]", "direct_marketing]"),
-    ("requests.yaml", "respond_by: {months: 1}\n      - access_fee", "respond_by: {business_days: 14}\n      - access_fee"),
+    ("purposes.yaml", "      purpose: {in_list: register_purposes}\n    reason:",
+     "      purpose: {in_list: register_purposes}\n    unless: {purpose: partner_marketing}\n    reason:"),
+    ("requests.yaml", "      - respond_by: {months: 1}\n", "      - respond_by: {business_days: 14}\n"),
 ]
 
 
