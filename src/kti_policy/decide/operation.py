@@ -392,13 +392,15 @@ def parse_operation(body: Any, vocabulary: Vocabulary, field_prefix: str = "", r
     for path, kind in _VOCAB_FIELDS:
         value: Any = data
         for part in path:
-            value = value.get(part) if isinstance(value, Mapping) else None
-        name = field_prefix + ".".join(path)
-        values = value if isinstance(value, list) else [value]
-        for i, v in enumerate(values):
-            if v is not None and not vocabulary.knows(kind, v):
-                where = f"{name}[{i}]" if isinstance(value, list) else name
-                raise UnknownVocabularyId(where, v, vocabulary.ids(kind))
+            value = value.get(part) if isinstance(value, dict) or isinstance(value, Mapping) else None
+        if value is None:
+            continue
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                if v is not None and not vocabulary.knows(kind, v):
+                    raise UnknownVocabularyId(f"{field_prefix}{'.'.join(path)}[{i}]", v, vocabulary.ids(kind))
+        elif not vocabulary.knows(kind, value):
+            raise UnknownVocabularyId(field_prefix + ".".join(path), value, vocabulary.ids(kind))
     return Operation(data)
 
 
