@@ -79,8 +79,12 @@ class KtiState:
 
         ``extra[i]`` is added to the log line of ``decisions[i]`` (AuthZEN logs its ``caller``).
         """
+        counts: dict[tuple[str, str], int] = {}
         for d in decisions:
-            self.metrics.decisions.labels(decision=d.decision, operation=d.operation.operation).inc()
+            label = (d.decision, d.operation.operation)
+            counts[label] = counts.get(label, 0) + 1
+        for (decision, operation), n in counts.items():  # one increment per label pair
+            self.metrics.decisions.labels(decision=decision, operation=operation).inc(n)
         if self.decision_log.enabled:
             keys: dict[str, str | None] = {}
             records = []

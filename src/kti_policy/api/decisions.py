@@ -60,12 +60,11 @@ def _facts_key(op: Operation, now: datetime) -> Any:
     return (op.subject_id, op.at) if op.at is not None and op.at < now else op.subject_id
 
 
-def _facts_by_subject(state: Any, ops: list[Operation], now: datetime) -> dict[Any, SubjectFacts] | None:
+def _facts_by_subject(state: Any, keys: list[Any]) -> dict[Any, SubjectFacts] | None:
     """Recorded facts of every subject the request names, read at once; None when the store failed.
 
-    Keys are subject ids (facts now: one indexed read) or (subject id, at) for as-of decisions
-    (CONTRACT 2: events with ``occurred_at`` <= ``at`` only)."""
-    keys = [_facts_key(op, now) for op in ops]
+    ``keys`` (``_facts_key`` of each operation) are subject ids (facts now: one indexed read) or
+    (subject id, at) for as-of decisions (CONTRACT 2: events with ``occurred_at`` <= ``at`` only)."""
     current = [k for k in keys if isinstance(k, str)]
     past = [k for k in keys if isinstance(k, tuple)]
     if not current and not past:
@@ -111,10 +110,10 @@ def decide_operations(
     loaded = state.loaded()  # one policy set for the whole request, even across a reload
     decider = loaded.decider
     now = datetime.now(UTC)
-    known = _facts_by_subject(state, ops, now)
+    keys = [_facts_key(op, now) for op in ops]
+    known = _facts_by_subject(state, keys)
     out: list[Decision] = []
-    for op in ops:
-        key = _facts_key(op, now)
+    for op, key in zip(ops, keys, strict=True):
         facts = _NO_FACTS if key is None else (known or {}).get(key)
         if facts is None:
             out.append(_fail_closed(op, loaded.version, "facts_unavailable"))
@@ -168,12 +167,12 @@ def decide_one() -> Any:
               schema: Decision
     """
     started = time.perf_counter()
+    state = _state()
     body = read_json_object()
     lang = negotiated_language()
-    vocabulary = _state().loaded().policy_set.vocabulary
-    op = _parse_one(body, vocabulary)
+    op = _parse_one(body, state.loaded().policy_set.vocabulary)
     decision = decide_operations([op])[0]
-    _state().observe_decision_latency("single", time.perf_counter() - started)
+    state.observe_decision_latency("single", time.perf_counter() - started)
     return jsonify(decision.to_dict(lang))
 
 
@@ -211,8 +210,9 @@ def decide_batch() -> Any:
         raise RequestError(
             f"operations: at most {max_batch} per batch", {"errors": {"operations": ["too many"]}}
         )
-    vocabulary = _state().loaded().policy_set.vocabulary
+    state = _state()
+    vocabulary = state.loaded().policy_set.vocabulary
     ops = [_parse_one(item, vocabulary, i) for i, item in enumerate(items)]
     decisions = decide_operations(ops)
-    _state().observe_decision_latency("batch", time.perf_counter() - started)
+    state.observe_decision_latency("batch", time.perf_counter() - started)
     return jsonify({"decisions": [d.to_dict(lang) for d in decisions]})

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow.decorators import VALIDATES_SCHEMA
+from marshmallow.utils import missing
 
 from kti_policy.errors import RequestError, UnknownVocabularyId
 from kti_policy.facts.fold import RELATIONSHIPS
@@ -159,6 +161,174 @@ _VOCAB_FIELDS: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
+class _Unsupported(Exception):
+    """A schema feature the plain path does not mirror: that schema always goes through marshmallow."""
+
+
+class _NotPlain(Exception):
+    """A body the plain path does not take as it is: marshmallow decides (and words any error)."""
+
+
+class _PlainSchema:
+    """A marshmallow schema's load and dump, mirrored for the plain case, without its machinery.
+
+    Built from the schema's own fields (names, ``data_key``/``attribute``, ``required``,
+    ``load_default``, validators, nested schemas, ``unknown = RAISE``, ``@validates_schema``): the
+    validators and the schema validator are the schema's own objects, called as marshmallow calls
+    them. ``load`` answers only when the body is plainly valid (JSON types exactly as the fields
+    want them, every validator passing), with what ``schema.load`` returns, keys in the same order;
+    anything else raises ``_NotPlain`` and the caller runs ``schema.load``, so every error, and
+    every lenient reading marshmallow allows (``1`` for ``true``), stays marshmallow's.
+    ``dump`` is ``schema.dump`` of data that ``load`` (or ``schema.load``) made.
+    """
+
+    def __init__(self, schema: Schema) -> None:
+        if schema.opts.unknown != RAISE or schema.many or schema.only or schema.exclude:
+            raise _Unsupported(type(schema).__name__)
+        hooks = schema._hooks  # noqa: SLF001  (marshmallow's resolved decorator hooks)
+        if any(hooks[tag] for tag in hooks if tag != VALIDATES_SCHEMA):
+            raise _Unsupported(f"{type(schema).__name__}: hooks other than validates_schema")
+        self._validators = []
+        for name, many, kwargs in hooks[VALIDATES_SCHEMA]:
+            if many or kwargs.get("pass_original"):
+                raise _Unsupported(f"{type(schema).__name__}.{name}")
+            self._validators.append(getattr(schema, name))
+        self._load: list[tuple[str, str, Any, Any]] = []  # data_key, attribute, reader, default
+        self._dump: list[tuple[str, str, Any]] = []  # attribute, data_key, writer
+        for name, field in schema.fields.items():
+            if field.load_only or field.dump_only or field.dump_default is not missing:
+                raise _Unsupported(f"{type(schema).__name__}.{name}")
+            key = field.data_key or name
+            attr = field.attribute or name
+            default = _REQUIRED if field.required else field.load_default
+            self._load.append((key, attr, self._reader(field), default))
+            self._dump.append((attr, key, self._writer(field)))
+        self._keys = frozenset(key for key, _, _, _ in self._load)
+
+    def _reader(self, field: fields.Field) -> Any:
+        """A function value -> loaded value for one field, raising ``_NotPlain`` when in doubt."""
+        checks = tuple(field.validators)
+        if isinstance(field, fields.Nested):
+            nested = _PlainSchema(field.schema)
+            return lambda value: _validated(nested.load(value), checks)
+        if isinstance(field, fields.List):
+            item = self._reader(field.inner)
+
+            def read_list(value: Any) -> Any:
+                if type(value) is not list:
+                    raise _NotPlain
+                return _validated([item(v) for v in value], checks)
+
+            return read_list
+        if isinstance(field, fields.AwareDateTime):
+
+            def read_time(value: Any) -> Any:
+                if type(value) is not str:
+                    raise _NotPlain
+                try:
+                    return _validated(field.deserialize(value), checks)
+                except ValidationError:
+                    raise _NotPlain from None
+
+            return read_time
+        if type(field) is fields.Boolean:
+            if field.truthy != {True} or field.falsy != {False}:
+                raise _Unsupported("a lenient Boolean")
+            return lambda value: _validated(value, checks) if value is True or value is False else _fail()
+        if type(field) is fields.Integer:
+            if not field.strict or field.as_string:
+                raise _Unsupported("a lenient Integer")
+            return lambda value: _validated(value, checks) if type(value) is int else _fail()
+        if type(field) is fields.String:
+            return lambda value: _validated(value, checks) if type(value) is str else _fail()
+        raise _Unsupported(type(field).__name__)
+
+    def _writer(self, field: fields.Field) -> Any:
+        """A function loaded value -> dumped value for one field (None stays None, as in dump)."""
+        if isinstance(field, fields.Nested):
+            nested = _PlainSchema(field.schema)
+            return lambda value: None if value is None else nested.dump(value)
+        if isinstance(field, fields.List):
+            item = self._writer(field.inner)
+            return lambda value: None if value is None else [item(v) for v in value]
+        if isinstance(field, fields.AwareDateTime):
+            return lambda value: field._serialize(value, None, None)  # noqa: SLF001
+        plain = {fields.String: str, fields.Boolean: bool, fields.Integer: int}.get(type(field))
+        if plain is None:
+            raise _Unsupported(type(field).__name__)
+        return lambda value: (
+            value if type(value) is plain or value is None else field._serialize(value, None, None)  # noqa: SLF001
+        )
+
+    def load(self, body: Any) -> dict[str, Any]:
+        """``schema.load(body)`` for a plainly valid body; ``_NotPlain`` otherwise."""
+        if type(body) is not dict or not self._keys.issuperset(body):
+            raise _NotPlain
+        out: dict[str, Any] = {}
+        for key, attr, read, default in self._load:
+            value = body.get(key, missing)
+            if value is missing:
+                if default is missing:
+                    continue
+                if default is _REQUIRED:
+                    raise _NotPlain
+                out[attr] = default() if callable(default) else default
+            elif value is None:
+                raise _NotPlain
+            else:
+                out[attr] = read(value)
+        for validator in self._validators:
+            try:
+                validator(out, partial=None, many=False, unknown=RAISE)
+            except ValidationError:
+                raise _NotPlain from None
+        return out
+
+    def dump(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """``schema.dump(data)``: the fields present, in the schema's order, data keys outside."""
+        out: dict[str, Any] = {}
+        for attr, key, write in self._dump:
+            if attr in data:
+                out[key] = write(data[attr])
+        return out
+
+
+_REQUIRED = object()  # the load default of a required field: its absence is marshmallow's to word
+
+
+def _fail() -> Any:
+    raise _NotPlain
+
+
+def _validated(value: Any, checks: tuple[Any, ...]) -> Any:
+    for check in checks:
+        try:
+            check(value)
+        except ValidationError:
+            raise _NotPlain from None
+    return value
+
+
+def _plain_schema(schema: Schema) -> _PlainSchema | None:
+    try:
+        return _PlainSchema(schema)
+    except _Unsupported:
+        return None
+
+
+_PLAIN = _plain_schema(_SCHEMA)
+
+
+def load_operation(body: Any) -> dict[str, Any]:
+    """``OperationSchema().load(body)``: the plain path when it applies, else marshmallow itself."""
+    if _PLAIN is not None and not _REPLAYING.get():
+        try:
+            return _PLAIN.load(body)
+        except _NotPlain:
+            pass
+    return dict(_SCHEMA.load(body))
+
+
 @dataclass(frozen=True)
 class Operation:
     """A validated decision request. ``data`` is the normalised body (times as datetimes)."""
@@ -193,7 +363,7 @@ class Operation:
 
     def to_dict(self, subject_id: str | None = None) -> dict[str, Any]:
         """JSON form; ``subject_id`` replaces the clear id (the decision log passes a pseudonym)."""
-        out = _SCHEMA.dump(self.data)
+        out = _PLAIN.dump(self.data) if _PLAIN is not None else _SCHEMA.dump(self.data)
         if subject_id is not None and "subject" in out:
             out["subject"] = dict(out["subject"], id=subject_id)
         return out
@@ -212,7 +382,7 @@ def parse_operation(body: Any, vocabulary: Vocabulary, field_prefix: str = "", r
         where = field_prefix.rstrip(".")
         raise RequestError(f"{where or 'the body'} must be a JSON object", {"field": where or None})
     try:
-        data = _SCHEMA.load(body)
+        data = load_operation(body)
     except ValidationError as exc:
         op = body.get("operation")
         if isinstance(op, str) and op and not vocabulary.knows("operation", op):
@@ -222,13 +392,15 @@ def parse_operation(body: Any, vocabulary: Vocabulary, field_prefix: str = "", r
     for path, kind in _VOCAB_FIELDS:
         value: Any = data
         for part in path:
-            value = value.get(part) if isinstance(value, Mapping) else None
-        name = field_prefix + ".".join(path)
-        values = value if isinstance(value, list) else [value]
-        for i, v in enumerate(values):
-            if v is not None and not vocabulary.knows(kind, v):
-                where = f"{name}[{i}]" if isinstance(value, list) else name
-                raise UnknownVocabularyId(where, v, vocabulary.ids(kind))
+            value = value.get(part) if isinstance(value, dict) or isinstance(value, Mapping) else None
+        if value is None:
+            continue
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                if v is not None and not vocabulary.knows(kind, v):
+                    raise UnknownVocabularyId(f"{field_prefix}{'.'.join(path)}[{i}]", v, vocabulary.ids(kind))
+        elif not vocabulary.knows(kind, value):
+            raise UnknownVocabularyId(field_prefix + ".".join(path), value, vocabulary.ids(kind))
     return Operation(data)
 
 

@@ -1,0 +1,112 @@
+"""The plain path of the decision request schema (``operation._PlainSchema``) answers exactly what
+marshmallow's ``OperationSchema`` load and dump answer, or steps aside: drawn bodies, valid and
+not, are read both ways and compared (values, types and key order)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from marshmallow import ValidationError
+
+from kti_policy.decide import operation
+from kti_policy.decide.operation import OperationSchema, load_operation
+
+SCHEMA = OperationSchema()
+PLAIN = operation._PLAIN
+
+IDS = st.sampled_from(["disclose", "process", "collect", "subject_request", "store_cookie", "email",
+                       "authority", "access", "inquiry", "scc", "consumer", "strictly_necessary", ""])
+TIMES = st.sampled_from(["2026-03-02T10:00:00+02:00", "2026-03-02T10:00:00", "2026-03-02", "0001-01-01T00:00:00+05:00",
+                         "9999-12-31T23:00:00-05:00", "not a time", "2026-02-30T10:00:00Z", "2026-03-02T10:00:00.123456Z"])
+ODD = st.one_of(st.none(), st.booleans(), st.integers(-2, 3), st.floats(allow_nan=False), st.just(""),
+                st.just("x" * 300), st.just([]), st.just({}), st.just("FI\n"), st.just(1.0))
+
+
+def _value(kind: str) -> st.SearchStrategy[Any]:
+    return {"id": IDS, "bool": st.booleans(), "time": TIMES, "int": st.integers(-1, 20_000),
+            "list": st.lists(IDS, max_size=3), "country": st.sampled_from(["FI", "US", "fi", "FIN", "FI\n"]),
+            "text": st.text(max_size=5)}[kind]
+
+
+def _obj(spec: dict[str, str], required: tuple[str, ...] = ()) -> st.SearchStrategy[dict[str, Any]]:
+    optional = [k for k in spec if k not in required]
+    keys = st.sets(st.sampled_from(optional), max_size=len(optional))
+    return keys.flatmap(lambda ks: st.fixed_dictionaries({k: _value(spec[k]) for k in (*required, *sorted(ks))}))
+
+
+SUBJECT = _obj({"id": "id", "consents": "list", "objections": "list", "relationship": "id", "erasure_requested": "bool",
+                "kind": "id", "relationship_started_at": "time", "erasure_requested_at": "time", "restricted": "bool"},
+               ("id",))
+NESTED = {
+    "subject": SUBJECT,
+    "recipient": _obj({"type": "id", "name": "text", "country": "country", "dpa": "bool", "safeguards": "id"},
+                      ("type", "country")),
+    "legal_basis": _obj({"type": "id", "reference": "text"}, ("type",)),
+    "request": _obj({"type": "id", "received_at": "time", "written": "bool", "copy": "int", "extended": "bool",
+                     "excessive": "bool"}, ("type",)),
+    "cookie": _obj({"kind": "id", "name": "text", "lifetime_days": "int"}, ("kind",)),
+}
+TOP = {"operation": "id", "purpose": "id", "data_categories": "list", "source": "id", "channel": "id", "at": "time"}
+OPERATIONS = st.sampled_from(["disclose", "process", "collect", "subject_request", "store_cookie", "delete"])
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> dict[str, Any]:
+    """Mostly valid bodies (as the schema sees them), some with one part broken."""
+    body: dict[str, Any] = draw(_obj(TOP, ("operation",)))
+    body["operation"] = draw(OPERATIONS)
+    needs = {"process": ["purpose"], "disclose": ["recipient"], "subject_request": ["request"], "collect": ["source"],
+             "store_cookie": ["cookie"]}.get(body["operation"], [])
+    for key in sorted(NESTED):
+        if key in needs or key == "subject" or draw(st.booleans()):
+            body[key] = draw(NESTED[key])
+    for key in needs:
+        body.setdefault(key, draw(_value("id")))
+    for _ in range(draw(st.sampled_from([0, 0, 1, 2]))):  # break something
+        where = body
+        nested = draw(st.sampled_from([None, *NESTED]))
+        if nested is not None and isinstance(body.get(nested), dict):
+            where = body[nested]
+        key = draw(st.sampled_from([*where, "unknown", "copy_number"]))
+        if draw(st.booleans()):
+            where.pop(key, None)
+        else:
+            where[key] = draw(ODD)
+    return body
+
+
+def _marshmallow(body: Any) -> Any:
+    try:
+        return repr(SCHEMA.load(body))
+    except ValidationError as exc:
+        return exc.normalized_messages()
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(bodies())
+def test_plain_load_and_dump_are_marshmallows(body: dict[str, Any]) -> None:
+    assert PLAIN is not None  # the decision request schema is plain enough to mirror
+    expected = _marshmallow(body)
+    try:
+        loaded = PLAIN.load(body)
+    except operation._NotPlain:
+        loaded = None
+    if loaded is not None:  # the plain path only answers for a body marshmallow takes, and alike
+        assert repr(loaded) == expected
+        assert repr(PLAIN.dump(loaded)) == repr(SCHEMA.dump(loaded))
+    try:
+        assert repr(load_operation(body)) == expected
+    except ValidationError as exc:
+        assert exc.normalized_messages() == expected
+
+
+def test_a_plain_body_takes_the_plain_path() -> None:
+    body = {"operation": "disclose", "data_categories": ["email"], "subject": {"id": "c-1", "consents": ["disclosure"]},
+            "recipient": {"type": "authority", "country": "FI"}, "request": {"type": "access", "copy": 2},
+            "at": "2026-03-02T10:00:00+02:00"}
+    assert PLAIN is not None
+    loaded = PLAIN.load(body)
+    assert repr(loaded) == repr(SCHEMA.load(body)) and loaded["request"] == {"type": "access", "copy_number": 2}
+    assert repr(PLAIN.dump(loaded)) == repr(SCHEMA.dump(loaded))
