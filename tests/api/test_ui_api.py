@@ -278,7 +278,7 @@ def test_access_request_dates_make_the_fee_chargeable(client: Any) -> None:
 def test_edited_set_decides_without_touching_the_loaded_one(client: Any, policy_dir: Path, config: dict[str, Any]) -> None:
     before_disk = disclosure_text(policy_dir)
     loaded_version = client.get("/v1/policies").get_json()["policy_version"]
-    registered = set(engine._REGISTERED)
+    registered = set(engine._HANDLES)
     edited = before_disk.replace("reason: {fi: Muu luovutus on kielletty., en: Any other disclosure is forbidden.}",
                                  "reason: {fi: Muu luovutus on sallittu., en: Any other disclosure is fine.}")
     edited = edited.replace("effect: forbid\n    when: {operation: disclose}", "effect: permit\n    when: {operation: disclose}")
@@ -295,7 +295,7 @@ def test_edited_set_decides_without_touching_the_loaded_one(client: Any, policy_
     assert client.get("/v1/policies").get_json()["policy_version"] == loaded_version
     assert client.post("/v1/decisions", json=THIRD_PARTY).get_json()["decision"] == "deny"
     assert disclosure_text(policy_dir) == before_disk
-    assert set(engine._REGISTERED) == registered
+    assert set(engine._HANDLES) == registered
     log_lines = Path(config["KTI_DECISION_LOG"]).read_text(encoding="utf-8").splitlines()
     assert len(log_lines) == 1  # only the POST /v1/decisions above
 

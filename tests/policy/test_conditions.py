@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from kti_policy.policy.conditions import (
-    condition_to_data,
     describe,
     explain,
     explain_rule,
@@ -29,6 +28,7 @@ from kti_policy.policy.model import (
     Present,
     Rule,
     Text,
+    condition_to_data,
 )
 
 EMPTY: dict[str, Any] = {p: (() if f.shape == "list" else None) for p, f in FIELDS.items()}
