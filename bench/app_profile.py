@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="single,batch", help="forms to profile (comma list; empty: none)")
     ap.add_argument("--policies", type=Path, default=REPO / "policies")
     ap.add_argument("--sort", default="cumulative", choices=["cumulative", "tottime"])
+    ap.add_argument("--as-of", action="store_true",
+                    help="keep the workload's past `at` (every decision reads facts as of then); "
+                         "default: no `at`, the usual path (facts now)")
     args = ap.parse_args(argv)
     print(describe(machine()))
     policy_set = load_policy_set(str(args.policies))
@@ -81,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(0, len(events), 1000):
             resp = client.post("/v1/events/batch", json={"events": events[i:i + 1000]}, headers=headers)
             assert resp.status_code in (200, 201), resp.get_data(as_text=True)
-        singles = [json.dumps(b) for b, _ in items[: args.n]]
-        batches = [json.dumps({"operations": [b for b, _ in items[i:i + BATCH]]})
+        bodies = [b if args.as_of else {k: v for k, v in b.items() if k != "at"} for b, _ in items]
+        singles = [json.dumps(b) for b in bodies[: args.n]]
+        batches = [json.dumps({"operations": bodies[i:i + BATCH]})
                    for i in range(0, args.n - BATCH + 1, BATCH)]
         decider = Decider(policy_set)
         parsed = [(parse_operation(b, policy_set.vocabulary), f) for b, f in items[: args.n]]

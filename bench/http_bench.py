@@ -465,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker-class", default="gevent,gthread",
                     help="gunicorn worker classes to measure, in turn (KTI_WORKER_CLASS)")
     ap.add_argument("--no-decision-log", action="store_true")
+    ap.add_argument("--as-of", action="store_true",
+                    help="keep the workload's past `at` (facts read as of then); default: facts now")
     ap.add_argument("--only", choices=["wrk", "paced"], default=None, help="run only one kind")
     ap.add_argument("-n", type=int, default=20_000, help="distinct bodies in the workload")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -473,8 +475,9 @@ def main(argv: list[str] | None = None) -> int:
 
     vocab = load_policy_set(str(args.policies)).vocabulary
     items = generate(args.n, vocab=vocab)
-    singles = [json.dumps(b, separators=(",", ":")).encode() for b, _ in items]
-    batches = [json.dumps({"operations": [b for b, _ in items[i:i + BATCH]]}, separators=(",", ":")).encode()
+    bodies = [b if args.as_of else {k: v for k, v in b.items() if k != "at"} for b, _ in items]
+    singles = [json.dumps(b, separators=(",", ":")).encode() for b in bodies]
+    batches = [json.dumps({"operations": bodies[i:i + BATCH]}, separators=(",", ":")).encode()
                for i in range(0, len(items) - BATCH + 1, BATCH)]
     info = machine()
     print(describe(info))

@@ -25,6 +25,7 @@ from kti_policy.config import ApiKeys, load_config, public_view
 
 from .decision_log import DecisionLog
 from .errors import error_response, register_error_handlers
+from .jsonresp import FastJSONProvider
 from .metrics import Metrics, get_metrics
 from .policy_holder import Loaded, PolicyHolder, marker_path_for
 from .redact import REDACTED
@@ -132,10 +133,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     cfg = load_config(config)
     app = Flask("kti_policy", instance_path=None)
+    app.json = FastJSONProvider(app)  # unsorted keys, UTF-8, compact: as before, through orjson
     app.config.update(cfg)
     app.config["MAX_CONTENT_LENGTH"] = cfg["KTI_MAX_BODY_BYTES"]
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
     api_keys = ApiKeys.parse(cfg.get("KTI_API_KEYS"))
     if not api_keys.enabled:

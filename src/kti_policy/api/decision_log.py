@@ -30,11 +30,13 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .jsonresp import dumps_line
+
 log = logging.getLogger(__name__)
 
 
 def _dumps(record: Mapping[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=False, default=str)
+    return dumps_line(record)
 
 
 class DecisionLog:

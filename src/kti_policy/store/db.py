@@ -254,8 +254,11 @@ class Store:
             db = sa.engine.make_url(url).database
             if db and db != ":memory:" and not db.startswith("file:"):
                 private_sqlite(Path(db))
+            # LIFO: the decision path's reads reuse the connection used last, whose page and
+            # statement caches are warm
             engine = sa.create_engine(
-                url, pool_size=pool_size, max_overflow=2 * pool_size, connect_args={"timeout": 30}
+                url, pool_size=pool_size, max_overflow=2 * pool_size, connect_args={"timeout": 30},
+                pool_use_lifo=True,
             )
 
             @sa_event.listens_for(engine, "connect")
