@@ -19,6 +19,7 @@ import argparse
 import cProfile
 import io
 import json
+import os
 import pstats
 import sys
 import tempfile
@@ -30,16 +31,23 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, os.environ.get("KTI_BENCH_SRC") or str(REPO / "src"))  # bench/ab_issue14.sh: another revision's
 
 from http_bench import API_KEY, BATCH, fact_events  # noqa: E402
 from machine import describe, machine  # noqa: E402
 from workload import generate  # noqa: E402
 
-from kti_policy.api.app import create_app  # noqa: E402
-from kti_policy.decide.decision import Decider  # noqa: E402
-from kti_policy.decide.operation import parse_operation  # noqa: E402
-from kti_policy.policy.loader import load_policy_set  # noqa: E402
+try:
+    from kti_policy.api.app import create_app
+    from kti_policy.decide.decision import Decider
+    from kti_policy.decide.operation import parse_operation
+    from kti_policy.policy.loader import load_policy_set
+except ImportError:  # the flat layout of older revisions (bench/ab_issue14.sh)
+    from kti_policy.decision import Decider  # type: ignore[no-redef]
+    from kti_policy.loader import load_policy_set  # type: ignore[no-redef]
+    from kti_policy.operation import parse_operation  # type: ignore[no-redef]
+
+    from kti_policy.app import create_app  # type: ignore[no-redef]
 
 ENGINE_NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # as bench/engine_bench.py
 

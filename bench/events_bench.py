@@ -27,15 +27,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, os.environ.get("KTI_BENCH_SRC") or str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import describe, machine  # noqa: E402
 
-from kti_policy.hooks.delivery import Worker
-from kti_policy.hooks.subscriptions import Subscription, parse_secret
-from kti_policy.store.db import Store, status_counts
-from kti_policy.store.pseudonym import Pseudonymizer
+try:
+    from kti_policy.hooks.delivery import Worker
+    from kti_policy.hooks.subscriptions import Subscription, parse_secret
+    from kti_policy.store.db import Store, status_counts
+    from kti_policy.store.pseudonym import Pseudonymizer
+except ImportError:  # the flat layout of older revisions (bench/ab_issue14.sh)
+    from kti_policy.delivery import Worker  # type: ignore[no-redef]
+    from kti_policy.pseudonym import Pseudonymizer  # type: ignore[no-redef]
+
+    from kti_policy.hooks import Subscription, parse_secret  # type: ignore[no-redef]
+    from kti_policy.store import Store, status_counts  # type: ignore[no-redef]
 
 THREADS = 8
 

@@ -56,12 +56,15 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, os.environ.get("KTI_BENCH_SRC") or str(REPO / "src"))
 
 from machine import describe, machine  # noqa: E402
 from workload import AT, generate  # noqa: E402
 
-from kti_policy.policy.loader import load_policy_set  # noqa: E402
+try:
+    from kti_policy.policy.loader import load_policy_set
+except ImportError:  # the flat layout of older revisions (bench/ab_issue14.sh)
+    from kti_policy.loader import load_policy_set  # type: ignore[no-redef]
 
 API_KEY = "bench-key-0123456789abcdef"
 BATCH = 100
@@ -82,6 +85,8 @@ def gunicorn(policies: Path, workdir: Path, workers: int, threads: int, decision
              worker_class: str = "gevent") -> Iterator[tuple[str, int, subprocess.Popen[bytes]]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KTI_", "GUNICORN_"))}
+    if os.environ.get("KTI_BENCH_SRC"):  # bench/ab_issue14.sh: serve another revision's code
+        env["PYTHONPATH"] = os.environ["KTI_BENCH_SRC"]
     env.update({
         "KTI_POLICY_DIR": str(policies),
         "KTI_INSTANCE_DIR": str(workdir / "instance"),
