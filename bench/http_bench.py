@@ -101,7 +101,8 @@ def gunicorn(policies: Path, workdir: Path, workers: int, threads: int, decision
     if decision_log:
         env["KTI_DECISION_LOG"] = str(workdir / "decisions.jsonl")
     (workdir / "hooks").mkdir(exist_ok=True)
-    cmd = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"),
+    conf = Path(os.environ["KTI_BENCH_SRC"]).parent if os.environ.get("KTI_BENCH_SRC") else REPO
+    cmd = [sys.executable, "-m", "gunicorn", "-c", str(conf / "gunicorn.conf.py"),
            "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
            "kti_policy.app:create_app()"]
     log = open(workdir / "gunicorn.log", "wb")
