@@ -33,6 +33,8 @@ bench: $(STAMP)  # the figures of README "Measured"; http_bench needs wrk (apt-g
 	$(PY) bench/events_bench.py
 	$(PY) bench/diff_bench.py
 	$(PY) bench/http_bench.py
+	$(PY) bench/app_profile.py
+	$(PY) bench/register_bench.py
 
 clean:
 	rm -rf $(VENV) instance build *.egg-info
