@@ -125,7 +125,7 @@ def build_context(op: Operation, facts: SubjectFacts, now: datetime | None = Non
         "recipient.dpa": recipient.get("dpa"),
         "recipient.safeguards": recipient.get("safeguards"),
         "legal_basis.type": legal.get("type"),
-        "legal_basis.reference": legal.get("reference"),
+        "legal_basis.reference": _text_or_empty(legal.get("reference")),
         "source": d.get("source"),
         "cookie.kind": cookie.get("kind"),
         "request.type": request.get("type"),
@@ -146,6 +146,11 @@ def build_context(op: Operation, facts: SubjectFacts, now: datetime | None = Non
         "subject.erasure_requested_at": facts.erasure_requested_at,
         "subject.restricted": facts.restricted,
     }
+
+
+def _text_or_empty(value: Any) -> Any:
+    """A text of only spaces reads as "" (given, but empty): a reference of spaces names no statute."""
+    return "" if isinstance(value, str) and not value.strip() else value
 
 
 def engine_problems(policy_set: PolicySet, compiled: Any = None) -> list[PolicyError]:
