@@ -56,6 +56,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, Self
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
@@ -517,7 +518,7 @@ class Store:
     @staticmethod
     def _fold(rows: list[Any], at: datetime | None = None) -> SubjectFacts:
         return fold_events(
-            (FactEvent(type=r.type, occurred_at=r.occurred_at, data=json.loads(r.data), seq=r.seq) for r in rows),
+            (FactEvent(type=r.type, occurred_at=r.occurred_at, data=orjson.loads(r.data), seq=r.seq) for r in rows),
             at,
         )
 
