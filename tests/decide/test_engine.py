@@ -3,6 +3,7 @@ per content hash, several rulesets side by side, and safe under threads."""
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,23 @@ import pytest
 
 from kti_policy.decide import engine as engine_module
 from kti_policy.decide.compile import compile_policy_set
+from kti_policy.decide.decision import Decider
 from kti_policy.decide.engine import Engine
-from kti_policy.errors import EvalError
+from kti_policy.errors import EvalError, PolicyErrors
 from kti_policy.policy.conditions import matching_rules
 from kti_policy.policy.fields import FIELDS
 from kti_policy.policy.loader import load_policy_set
-from kti_policy.policy.model import Const, Contains, Eq, Policy, PolicySet, Rule, Text, Vocabulary
+from kti_policy.policy.model import (
+    Const,
+    Contains,
+    ContainsAny,
+    Eq,
+    Policy,
+    PolicySet,
+    Rule,
+    Text,
+    Vocabulary,
+)
 
 CLEAN = Path(__file__).parent.parent / "data" / "clean"
 T = Text("s", "r")
@@ -145,3 +157,25 @@ def test_threads_get_the_same_answers_as_serially(clean: tuple[PolicySet, Engine
         parallel = list(pool.map(lambda ec: ec[0].matches(ec[0].compiled.projection.fact(ec[1])), work))
     assert parallel == serial
     assert eng.facts_held() == []
+
+
+def test_more_than_64_alternatives_that_can_hold_at_once_do_not_fit() -> None:
+    """durable-rules' core registers an $or of 65 alternatives but fails when a fact makes all of
+    them true (error 303, measured): ``fits`` says no, so a reload refuses such a rule and
+    ``kti-policy check`` names it; equalities on one field exclude each other and fit."""
+    import durable_rules_engine as core
+
+    wide = {"r": {"all": [{"m": {"$or": [{f"m{i}": True} for i in range(65)]}}]}}
+    assert engine_module.fits(wide) is not None and "error 303" in str(engine_module.fits(wide))
+    handle = core.create_ruleset("wide_probe", json.dumps(wide))  # the core itself takes it ...
+    with pytest.raises(core.error, match="303"):  # ... and fails on the fact
+        core.assert_fact(handle, json.dumps({"sid": "0", "id": "x", **{f"m{i}": True for i in range(65)}}))
+    assert engine_module.fits({"r": {"all": [{"m": {"$or": [{f"m{i}": True} for i in range(64)]}}]}}) is None
+    one_field = {"r": {"all": [{"m": {"$or": [{"f": f"v{i}"} for i in range(200)]}}]}}
+    assert engine_module.fits(one_field) is None
+
+    cats = tuple(f"c{i}" for i in range(65))
+    ps = ruleset(Rule("wide.rule", "forbid", ContainsAny("data_categories", cats), T, "§1", "p"), version="wide")
+    with pytest.raises(PolicyErrors) as err:
+        Decider(ps)
+    assert [e.code for e in err.value.errors] == ["engine_limit"] and "wide.rule" in str(err.value.errors[0])

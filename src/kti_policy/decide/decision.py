@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from threading import Lock
 from typing import Any
 
-from kti_policy.errors import EvalError, PolicyError, PolicyErrors, Position
+from kti_policy.errors import PolicyError, PolicyErrors, Position
 from kti_policy.facts.fold import SubjectFacts
 from kti_policy.policy.conditions import AT, matching_rules
 from kti_policy.policy.model import PolicySet, Rule, Text
@@ -163,9 +163,8 @@ def engine_problems(policy_set: PolicySet, compiled: Any = None) -> list[PolicyE
         if error is not None:
             out.append(PolicyError(
                 "engine_limit",
-                f"rule {rule.id} is too complex for the rule engine ({error.strip()}; durable-rules allows "
-                "32 expressions per condition): split it into several rules, or name long value lists "
-                "with in_list",
+                f"rule {rule.id} is too complex for the rule engine ({error.strip()}; durable-rules limits "
+                "the expressions of one condition): split it into several rules",
                 rule.pos or Position(rule.policy),
             ))
     return out
@@ -185,11 +184,12 @@ class Decider:
         self.compiled = compile_policy_set(policy_set, fits=fits if use_engine else None)
         self.engine = None
         if use_engine:
-            try:
-                self.engine = Engine(self.compiled)
-            except EvalError as exc:
-                problems = engine_problems(policy_set, self.compiled)
-                raise (PolicyErrors(problems) if problems else exc) from exc
+            # every part must fit before any is registered: some limits show only when a fact
+            # arrives (error 303), and a set served with such a rule would deny at random
+            problems = engine_problems(policy_set, self.compiled)
+            if problems:
+                raise PolicyErrors(problems)
+            self.engine = Engine(self.compiled)
         self._cache: OrderedDict[tuple[Any, ...], frozenset[str]] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = Lock()

@@ -130,15 +130,48 @@ class Engine:
 _FITS: dict[str, str | None] = {}  # content hash of a definition -> None (fits) or durable's error
 
 
+MAX_TRUE_ALTERNATIVES = 64  # measured: a fact making 65 alternatives of one $or true is error 303
+
+
+def _widest_any(cond: Any) -> int:
+    """The most alternatives of one ``$or`` in ``cond`` that one fact can make true at once
+    (equalities on one field exclude each other and count once)."""
+    if isinstance(cond, list):
+        return max((_widest_any(c) for c in cond), default=0)
+    if not isinstance(cond, dict):
+        return 0
+    widest = 0
+    for k, v in cond.items():
+        if k == "$or" and isinstance(v, list):
+            fields: set[str] = set()
+            others = 0
+            for alt in v:
+                if isinstance(alt, dict) and len(alt) == 1 and not next(iter(alt)).startswith("$"):
+                    fields.add(next(iter(alt)))
+                else:
+                    others += 1
+            widest = max(widest, len(fields) + others)
+        if isinstance(v, (dict, list)):
+            widest = max(widest, _widest_any(v))
+    return widest
+
+
 def fits(definition: dict[str, dict[str, Any]]) -> str | None:
-    """None when durable-rules accepts these rules as one ruleset, else its error text.
+    """None when durable-rules accepts these rules as one ruleset and can evaluate every fact
+    against them, else why not.
 
     Creates them under a scratch name made of their content hash and deletes them again (once per
-    content: the answers are cached)."""
+    content: the answers are cached). The core also fails *at assertion* (error 303) on a fact that
+    makes more than 64 alternatives of one ``$or`` true: such a condition does not fit either."""
     body = json.dumps(definition, sort_keys=True, ensure_ascii=False)
     key = hashlib.sha256(body.encode()).hexdigest()[:24]
     with _LOCK:
         if key in _FITS:
+            return _FITS[key]
+        widest = _widest_any(definition)
+        if widest > MAX_TRUE_ALTERNATIVES:
+            _FITS[key] = (f"{widest} alternatives of one condition can hold at once; the engine fails on a "
+                          f"fact that makes more than {MAX_TRUE_ALTERNATIVES} of them true (error 303)")
             return _FITS[key]
         try:
             handle = _core.create_ruleset("chk_" + key, body)
