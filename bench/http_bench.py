@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/http_bench.py [--policies DIR] [--duration 10] [--json FILE]
         [--worker-class gevent,gthread] [--workers 2] [--threads 4] [--rates 1000,2000]
-        [--batch-rate 150] [--no-decision-log] [--only wrk|paced]
+        [--batch-rate 150] [--no-decision-log] [--only wrk|paced] [--pg URL] [--as-of]
 
 For each worker class in turn (default: gevent, the production default, then gthread), starts
 ``gunicorn -c gunicorn.conf.py 'kti_policy.app:create_app()'`` (2 workers) on 127.0.0.1 with
-SQLite in a temporary folder, API keys on and the decision log written to a file, records the
+SQLite in a temporary folder (``--pg URL``: a fresh schema in that PostgreSQL database), API keys on and the decision log written to a file, records the
 workload's subject facts through ``POST /v1/events/batch``, then runs:
 
 1. ``wrk`` closed loop (``bench/decisions.lua``, its own process): ``GET /healthz`` (the floor:
@@ -38,6 +38,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -48,7 +49,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -81,8 +82,24 @@ def free_port() -> int:
 
 
 @contextmanager
+def pg_schema(url: str) -> Iterator[str]:
+    """A fresh schema in the PostgreSQL database ``url`` for one server (dropped afterwards)."""
+    import psycopg
+
+    schema = f"kti_bench_{secrets.token_hex(6)}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@contextmanager
 def gunicorn(policies: Path, workdir: Path, workers: int, threads: int, decision_log: bool,
-             worker_class: str = "gevent") -> Iterator[tuple[str, int, subprocess.Popen[bytes]]]:
+             worker_class: str = "gevent", database: tuple[str, str] | None = None,
+             ) -> Iterator[tuple[str, int, subprocess.Popen[bytes]]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KTI_", "GUNICORN_"))}
     if os.environ.get("KTI_BENCH_SRC"):  # bench/ab_issue14.sh: serve another revision's code
@@ -98,6 +115,8 @@ def gunicorn(policies: Path, workdir: Path, workers: int, threads: int, decision
         "KTI_LOG_LEVEL": "warning",
         "KTI_WORKER_CLASS": worker_class,
     })
+    if database is not None:  # PostgreSQL: (url, schema)
+        env["KTI_DATABASE_URL"], env["KTI_DATABASE_SCHEMA"] = database
     if decision_log:
         env["KTI_DECISION_LOG"] = str(workdir / "decisions.jsonl")
     (workdir / "hooks").mkdir(exist_ok=True)
@@ -385,8 +404,10 @@ def bench_server(args: argparse.Namespace, worker_class: str, work: Path, single
     notes: list[str] = []
     inst = work / worker_class
     inst.mkdir()
-    with gunicorn(args.policies, inst, args.workers, args.threads, not args.no_decision_log,
-                  worker_class) as (host, port, server):
+    with ExitStack() as stack:
+        database = (args.pg, stack.enter_context(pg_schema(args.pg))) if args.pg else None
+        host, port, server = stack.enter_context(gunicorn(
+            args.policies, inst, args.workers, args.threads, not args.no_decision_log, worker_class, database))
         seed_facts(host, port, fact_events(items))
         pids = worker_pids(server.pid)
 
@@ -471,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker-class", default="gevent,gthread",
                     help="gunicorn worker classes to measure, in turn (KTI_WORKER_CLASS)")
     ap.add_argument("--no-decision-log", action="store_true")
+    ap.add_argument("--pg", metavar="URL", help="PostgreSQL instead of SQLite (a fresh schema per server), "
+                    "e.g. postgresql://postgres@127.0.0.1:5432/test")
     ap.add_argument("--as-of", action="store_true",
                     help="keep the workload's past `at` (facts read as of then); default: facts now")
     ap.add_argument("--only", choices=["wrk", "paced"], default=None, help="run only one kind")
@@ -489,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     print(describe(info))
     classes = [c.strip() for c in args.worker_class.split(",") if c.strip()]
     print(f"server: gunicorn {args.workers} workers ({', '.join(classes)}; gthread with {args.threads} threads), "
-          f"SQLite, decision log {'off' if args.no_decision_log else 'on'}, policies {args.policies}")
+          f"{'PostgreSQL' if args.pg else 'SQLite'}, decision log {'off' if args.no_decision_log else 'on'}, policies {args.policies}")
 
     results: dict[str, Any] = {"machine": info, "duration_s": duration, "policies": str(args.policies),
                                "servers": {}}
