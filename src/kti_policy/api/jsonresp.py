@@ -12,6 +12,7 @@ compares both ways on generated values.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -45,6 +46,4 @@ def dumps_line(record: Mapping[str, Any], default: Callable[[Any], Any] = str) -
     try:
         return orjson.dumps(record, default=default, option=_OPTIONS).decode()
     except (TypeError, orjson.JSONEncodeError):
-        import json
-
         return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=default)

@@ -150,12 +150,6 @@ class Projection:
         label = dict(zip(self.fields, self.labels, strict=True))
         return {label.get(k, k): v for k, v in fact.items()}
 
-    def rename(self, cond: Any) -> Any:
-        """A compiled condition (readable field names) with the fact's field names."""
-        if self.fields is self.labels or self.fields == self.labels:
-            return cond
-        return _rename(cond, dict(zip(self.labels, self.fields, strict=True)))
-
 
 def _rename(cond: Any, names: Mapping[str, str]) -> Any:
     """Rename the fields of a durable-rules condition: ``{field: v}``, ``{"$op": {field: v}}``,
@@ -330,7 +324,9 @@ def compile_policy_set(policy_set: PolicySet, fits: Fits | None = None, short_na
         tuple(sorted(col.elapsed, key=lambda e: (e[0], e[1].key))),
         short=short_names,
     )
-    rules = {name: projection.rename(cond) for name, cond in rules.items()}
+    if projection.short:  # the conditions were compiled with readable names: give them the fact's
+        fact_names = dict(zip(projection.labels, projection.fields, strict=True))
+        rules = {name: _rename(cond, fact_names) for name, cond in rules.items()}
     body = json.dumps(rules, sort_keys=True, ensure_ascii=False).encode()
     name = "kti_" + hashlib.sha256(body).hexdigest()[:20]
     return CompiledRuleset(name, rules, projection, parts)
