@@ -1,6 +1,7 @@
 """Where one decision request's CPU goes inside the app, without HTTP, gunicorn or a second process.
 
     .venv/bin/python bench/app_profile.py [-n 3000] [--rounds 3] [--top 25] [--profile single,batch]
+        [--as-of] [--facts-cache-size N]
 
 Builds the app as gunicorn would (SQLite in a temporary folder, API keys on, decision log to a file),
 records the workload's subject facts, then, ``rounds`` times in turn (so that the machine's moods hit
@@ -11,6 +12,10 @@ through Flask's test client and the engine's warm ``Decider.decide`` over the sa
 <= 2x ``/healthz``; a decision in a batch <= 3x the warm decide), then profiles each form under
 cProfile with the functions of most cumulative time. ``bench/http_bench.py`` measures the whole
 server; this says how much of a request is the app's own work, and which part of it.
+
+No event is recorded while it times, so after the warm-up every subject's facts come from the
+facts cache (the usual case between events); ``--facts-cache-size 0`` times the other case, every
+request reading the subject's events (as the first request after any new event does).
 """
 
 from __future__ import annotations
@@ -70,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--as-of", action="store_true",
                     help="keep the workload's past `at` (every decision reads facts as of then); "
                          "default: no `at`, the usual path (facts now)")
+    ap.add_argument("--facts-cache-size", type=int, default=None,
+                    help="KTI_FACTS_CACHE_SIZE (default: the service's; 0: every request reads the "
+                         "events, as after a new event anywhere)")
     args = ap.parse_args(argv)
     print(describe(machine()))
     policy_set = load_policy_set(str(args.policies))
@@ -85,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             "KTI_PSEUDONYM_KEY": "bench-pseudonym-key-0123456789abcdef",
             "KTI_API_KEYS": f"{API_KEY}:query+ingest",
             "KTI_DECISION_LOG": str(work / "decisions.jsonl"),
+            **({} if args.facts_cache_size is None else {"KTI_FACTS_CACHE_SIZE": args.facts_cache_size}),
         })
         client = app.test_client()
         headers = {"Authorization": f"Bearer {API_KEY}"}

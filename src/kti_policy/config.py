@@ -32,13 +32,14 @@ DEFAULTS: dict[str, Any] = {
     "KTI_HOOK_RETRY_SCHEDULE": "5,300,1800,7200,18000,36000,36000",
     "KTI_MAX_BODY_BYTES": 2 * 1024 * 1024,
     "KTI_MAX_BATCH": 1000,
+    "KTI_FACTS_CACHE_SIZE": 65536,
     "KTI_RELOAD_CHECK_SECONDS": 1.0,
 }
 
 #: Settings that hold secrets: never logged or shown.
 SECRET_KEYS = frozenset({"KTI_PSEUDONYM_KEY", "KTI_API_KEYS", "KTI_INBOUND_WEBHOOK_SECRET"})
 
-_INT_KEYS = ("KTI_MAX_BODY_BYTES", "KTI_MAX_BATCH")
+_INT_KEYS = ("KTI_MAX_BODY_BYTES", "KTI_MAX_BATCH", "KTI_FACTS_CACHE_SIZE")
 _FLOAT_KEYS = ("KTI_RELOAD_CHECK_SECONDS",)
 
 
@@ -62,6 +63,10 @@ def load_config(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         out[key] = _number(key, out[key], float)
     if out["KTI_MAX_BODY_BYTES"] <= 0:
         raise ConfigError("KTI_MAX_BODY_BYTES must be positive", {"setting": "KTI_MAX_BODY_BYTES"})
+    if out["KTI_FACTS_CACHE_SIZE"] < 0:
+        raise ConfigError(
+            "KTI_FACTS_CACHE_SIZE must be 0 (off) or a number of subjects", {"setting": "KTI_FACTS_CACHE_SIZE"}
+        )
     return out
 
 

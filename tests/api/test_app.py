@@ -180,10 +180,10 @@ def test_unexpected_exception_is_generic_500(app_client: Any, caplog: pytest.Log
 def test_store_failure_denies(app_client: Any) -> None:
     state = app_client.application.extensions["kti"]
 
-    def broken(_sid: str) -> Any:
+    def broken(_sids: Any) -> Any:
         raise OSError("database is gone")
 
-    state.store.facts_for = broken
+    state.store.facts_for_many = broken  # what a single decision reads through, too
     body = app_client.post("/v1/decisions", json=DISCLOSE_OK).get_json()
     assert body["decision"] == "deny" and body["allowed"] is False
     assert body["reasons"][0]["rule"] == "eval_error"

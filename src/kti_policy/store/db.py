@@ -7,7 +7,8 @@ Public API::
     store = Store(url, pseudonymizer, subscriptions, schema=None)
 
     store.record_events(events, vocabulary=None) -> list[RecordResult]   # validated, idempotent on id
-    store.facts_for(subject_id) -> SubjectFacts                          # one indexed query + fold_events
+    store.facts_for(subject_id) -> SubjectFacts                          # facts cache, else indexed query + fold
+    store.facts_for_many(subject_ids) -> {id: SubjectFacts}              # the same, one query for the misses
     store.subject_view(subject_id) -> dict | None                        # facts + history, keyed hash only
     store.list_deliveries(status=None, limit=100) -> list[dict]          # with their attempt log
     store.retry_delivery(delivery_id) -> dict                            # dead -> pending, due now
@@ -25,7 +26,9 @@ shipped inside the package) run on open, under a lock, so several processes may 
 What is stored: ``events`` keep the event id, type, the subject's keyed hash (``pseudonym``), the times
 and the data (purpose/scope ids, flags), never the clear subject id. Facts are derived on read from a
 subject's events with ``facts.fold_events`` (later ``occurred_at`` wins, ties by arrival, an erasure is
-never undone), so there is no projection to drift. ``deliveries`` is the outbox: one row per
+never undone), so there is no projection to drift. Folded facts are kept in memory per process
+(``factcache``) while the one-row ``facts_version`` is unchanged: triggers on ``events`` (migration
+0003) add one to it for every row inserted, updated or deleted, in that transaction, whoever writes. ``deliveries`` is the outbox: one row per
 (subscription, event), inserted in the same transaction as the event, holding the exact body bytes to
 send, which are the only place the clear subject id exists; the body is set to NULL when the delivery
 succeeds (dead deliveries keep it so that they can be retried). ``delivery_attempts`` logs each try.
@@ -66,10 +69,21 @@ from kti_policy.errors import EventConflict, NotFound, RequestError
 from kti_policy.facts.fold import FactEvent, SubjectFacts, fold_events
 
 from . import dbtimeouts
+from . import metrics_events as metrics
 from .bodies import BodySealer, webhook_body
+from .factcache import DEFAULT_SIZE as DEFAULT_FACTS_CACHE_SIZE
+from .factcache import FactsCache
 from .fileperms import private_dir, private_sqlite
 from .pseudonym import Pseudonymizer, instance_dir, pseudonymizer_from_config
-from .queries import _FACTS_OF_MANY, _FACTS_OF_ONE, _DriverQuery, _FactRow
+from .queries import (
+    _FACTS_OF_MANY,
+    _FACTS_OF_ONE,
+    _FACTS_VERSION,
+    _DriverQuery,
+    _FactRow,
+    _VersionRow,
+    driver_cursor,
+)
 from .tables import STATUSES, _iso, attempts_t, deliveries_t, events_t, utcnow
 from .validation import EVENT_TYPES, NewEvent, validate_event
 
@@ -200,6 +214,7 @@ class Store:
         migrate: bool = True,
         pool_size: int = 10,
         db_timeout: float = DEFAULT_DB_TIMEOUT,
+        facts_cache_size: int = DEFAULT_FACTS_CACHE_SIZE,
     ) -> None:
         self.url = normalize_url(url)
         self.pseudonymizer = pseudonymizer
@@ -210,6 +225,8 @@ class Store:
         self.engine = self._make_engine(self.url, schema, pool_size, db_timeout)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._facts_read = _DriverQuery(_FACTS_OF_ONE, self.engine.dialect, _FactRow)
+        self._version_read = _DriverQuery(_FACTS_VERSION, self.engine.dialect, _VersionRow)
+        self.facts_cache = FactsCache(facts_cache_size)
         self._outbox_listeners: list[Callable[[], None]] = []
         self._event_hooks: list[EventHook] = []
         if migrate:
@@ -235,6 +252,7 @@ class Store:
             cls.subscriptions_from_config(config, env),
             schema=config.get("KTI_DATABASE_SCHEMA") or None,
             db_timeout=float(config.get("KTI_DATABASE_TIMEOUT") or DEFAULT_DB_TIMEOUT),
+            facts_cache_size=int(config.get("KTI_FACTS_CACHE_SIZE", DEFAULT_FACTS_CACHE_SIZE)),
         )
 
     @classmethod
@@ -372,7 +390,6 @@ class Store:
         contract's). ``batch`` (default: more than one event) prefixes error fields with
         ``events[i].``. Raises ``RequestError``/``UnknownVocabularyId``/``EventConflict``.
         """
-        from . import metrics_events as metrics
 
         if not isinstance(events, (list, tuple)):
             raise RequestError("events: must be a list", {"field": "events"})
@@ -523,29 +540,42 @@ class Store:
         )
 
     def facts_for(self, subject_id: str) -> SubjectFacts:
-        """The recorded facts of a subject (empty facts when nothing is recorded).
-
-        The hottest read of the service (one per single decision): it runs SQLAlchemy's compiled
-        statement on a pooled driver connection, without the Connection layer, which cost three
-        times the query itself (bench/app_profile.py). Results convert with the columns' own types.
-        """
-        key = self.pseudonymizer.subject_key(subject_id)
-        return self._fold(self._facts_read.rows(self.engine, {"key": key}))
+        """The recorded facts of a subject (empty facts when nothing is recorded)."""
+        return self.facts_for_many([subject_id])[subject_id]
 
     def facts_for_many(self, subject_ids: Iterable[str]) -> dict[str, SubjectFacts]:
-        """Facts of several subjects in one query per chunk, not one query each.
+        """The recorded facts of each subject now (empty facts for one with no events).
 
-        A batch of decisions spent half its time in per-subject queries (py-spy); this reads every
-        subject's events with ``subject_key IN (...)`` and folds them per subject. Subjects with no
-        events get empty facts, exactly as :meth:`facts_for` gives them. One subject takes the
-        single-subject read (a single decision's path).
+        The hottest read of the service (once per decision request). The facts cache answers for
+        subjects read since the last event was recorded anywhere (``factcache``: one small row
+        read per request); the others are read with one indexed query (``subject_key IN (...)``
+        per chunk, never one query per subject) and folded. Reads run SQLAlchemy's compiled
+        statements on one pooled driver connection: its Connection layer cost three times the
+        query on SQLite (bench/app_profile.py).
         """
         key_of = self._keys_of(subject_ids)
-        if len(key_of) == 1:
-            (only,) = key_of
-            return {only: self.facts_for(only)}
-        rows_by_key = self._rows_by_key(list(key_of.values()))
-        return {sid: self._fold(rows_by_key[key]) for sid, key in key_of.items()}
+        cache = self.facts_cache
+        rows: dict[str, list[Any]] = {}
+        with driver_cursor(self.engine) as cursor:
+            version = self._facts_version(cursor) if cache.enabled else None  # before the events
+            known = cache.lookup(version, list(key_of.values()))
+            missing = [key for key in key_of.values() if key not in known]
+            if len(missing) == 1:  # a single decision's miss: on the same connection
+                rows[missing[0]] = self._facts_read.run(cursor, {"key": missing[0]})
+        if len(missing) > 1:
+            rows = self._rows_by_key(missing)
+        if missing:
+            read = {key: self._fold(rows[key]) for key in missing}
+            cache.store(version, read)
+            known.update(read)
+        if cache.enabled:
+            metrics.count_facts_cache(hits=len(key_of) - len(missing), misses=len(missing))
+        return {sid: known[key] for sid, key in key_of.items()}
+
+    def _facts_version(self, cursor: Any) -> int | None:
+        """``facts_version.n``; None when the row is missing (then nothing is cached)."""
+        rows = self._version_read.run(cursor, {})
+        return int(rows[0].n) if rows else None
 
     def facts_at(self, wanted: Iterable[tuple[str, datetime]]) -> dict[tuple[str, datetime], SubjectFacts]:
         """Facts of subjects as they stood at given instants (as-of decisions): the same indexed

@@ -33,6 +33,13 @@ DELIVERY_SECONDS = Histogram(
     "Duration of one webhook delivery attempt (HTTP request), seconds",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
 )
+FACTS_CACHE = Counter(
+    "kti_facts_cache_total",
+    "Subjects' facts a decision request took from the facts cache (hit) or read from the events (miss)",
+    ["result"],
+)
+_FACTS_HIT = FACTS_CACHE.labels(result="hit")
+_FACTS_MISS = FACTS_CACHE.labels(result="miss")
 OUTBOX_DEPTH = Gauge(
     "kti_outbox_depth", "Webhook deliveries waiting to be sent", multiprocess_mode="mostrecent"
 )
@@ -46,6 +53,14 @@ OUTBOX_DEAD = Gauge(
     "Webhook deliveries that gave up (retry them)",
     multiprocess_mode="mostrecent",
 )
+
+
+def count_facts_cache(hits: int, misses: int) -> None:
+    """Count one facts read's cache hits and misses (children looked up once, not per request)."""
+    if hits:
+        _FACTS_HIT.inc(hits)
+    if misses:
+        _FACTS_MISS.inc(misses)
 
 
 def update_outbox_gauges(store: OutboxStats) -> dict[str, object]:

@@ -4,14 +4,15 @@ connection (building the statement per call cost more than running it on SQLite)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .tables import events_t
+from .tables import events_t, facts_version_t
 
 # The decision path's facts reads, built once: only the columns the fold needs, bound parameters
 # (building the statement per call cost more than running it on SQLite).
@@ -22,6 +23,7 @@ _FACTS_OF_ONE = _FACTS_IN_FOLD_ORDER.where(events_t.c.subject_key == sa.bindpara
 _FACTS_OF_MANY = _FACTS_IN_FOLD_ORDER.where(
     events_t.c.subject_key.in_(sa.bindparam("keys", expanding=True))
 )
+_FACTS_VERSION = sa.select(facts_version_t.c.n).where(facts_version_t.c.id == 1)
 
 
 class _DriverQuery:
@@ -43,31 +45,51 @@ class _DriverQuery:
         names = tuple(col.name for col in statement.selected_columns)
         if names != row_type._fields:
             raise ValueError(f"row type {row_type.__name__} does not match the columns {names}")
+        # the statement's own bound values (``id == 1``), built once: construct_params per call
+        # cost more than the version row's query itself
+        self._defaults = {name: bind.value for name, bind in self.compiled.binds.items()}
+        self._order = tuple(self.compiled.positiontup or ()) if self.compiled.positional else None
+        self._fixed = self._bind(self._defaults)
+
+    def _bind(self, params: Mapping[str, Any]) -> Any:
+        return tuple(params[name] for name in self._order) if self._order is not None else dict(params)
 
     def _args(self, values: Mapping[str, Any]) -> Any:
-        params = self.compiled.construct_params(dict(values))
-        if self.compiled.positional:
-            return tuple(params[name] for name in self.compiled.positiontup or ())
-        return params
+        if not values.keys() <= self._defaults.keys():
+            raise KeyError(f"no bound parameter {sorted(set(values) - set(self._defaults))} in {self.sql}")
+        return self._bind({**self._defaults, **values}) if values else self._fixed
 
     def rows(self, engine: Engine, values: Mapping[str, Any]) -> list[Any]:
-        conn = engine.raw_connection()
-        try:
-            cursor = conn.cursor()
-            try:
-                cursor.execute(self.sql, self._args(values))
-                fetched = cursor.fetchall()
-            finally:
-                cursor.close()
-        except BaseException:
-            conn.invalidate()  # a broken connection must not go back to the pool
-            raise
-        finally:
-            conn.close()
+        """Run on a connection of its own from ``engine``'s pool."""
+        with driver_cursor(engine) as cursor:
+            return self.run(cursor, values)
+
+    def run(self, cursor: Any, values: Mapping[str, Any]) -> list[Any]:
+        """Run on an open DB-API ``cursor`` (several reads on one pooled connection)."""
+        cursor.execute(self.sql, self._args(values))
+        fetched = cursor.fetchall()
         procs = self.processors
         return [
             self.row_type(*(p(v) if p else v for p, v in zip(procs, row, strict=True))) for row in fetched
         ]
+
+
+@contextmanager
+def driver_cursor(engine: Engine) -> Iterator[Any]:
+    """A DB-API cursor on a pooled connection, both closed after; a connection that failed is
+    invalidated, never put back in the pool."""
+    conn = engine.raw_connection()
+    try:
+        cursor = conn.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+    except BaseException:
+        conn.invalidate()
+        raise
+    finally:
+        conn.close()
 
 
 class _FactRow(NamedTuple):
@@ -76,3 +98,7 @@ class _FactRow(NamedTuple):
     occurred_at: datetime
     data: str
     seq: int
+
+
+class _VersionRow(NamedTuple):
+    n: int

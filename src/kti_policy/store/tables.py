@@ -1,4 +1,4 @@
-"""The database schema: the tables (events, the outbox's deliveries, their attempts)
+"""The database schema: the tables (events, the facts version, the outbox's deliveries, their attempts)
 and the column type keeping datetimes aware in Python and naive UTC in the database. The migrations
 (``migrations/``) create the same tables.
 """
@@ -74,6 +74,18 @@ attempts_t = sa.Table(
     sa.Column("error", sa.Text(), nullable=True),
     sa.Column("duration_ms", sa.Float(), nullable=False),
     sa.Column("outcome", sa.String(16), nullable=False),
+)
+
+
+# One row (id 1): a count of the changes to ``events``, kept by triggers (migration 0003) in the
+# transaction that makes them, whoever writes: an unchanged ``n`` means unchanged facts, which lets
+# every process keep folded facts in memory (``factcache``) and check one small row per decision
+# request instead of reading the events.
+facts_version_t = sa.Table(
+    "facts_version",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("n", _PK, nullable=False),
 )
 
 
