@@ -3,6 +3,7 @@
     .venv/bin/python bench/http_bench.py [--policies DIR] [--duration 10] [--json FILE]
         [--worker-class gevent,gthread] [--workers 2] [--threads 4] [--rates 1000,2000]
         [--batch-rate 150] [--no-decision-log] [--only wrk|paced] [--pg URL] [--as-of]
+        [--facts-cache-size N]
 
 For each worker class in turn (default: gevent, the production default, then gthread), starts
 ``gunicorn -c gunicorn.conf.py 'kti_policy.app:create_app()'`` (2 workers) on 127.0.0.1 with
@@ -99,6 +100,7 @@ def pg_schema(url: str) -> Iterator[str]:
 @contextmanager
 def gunicorn(policies: Path, workdir: Path, workers: int, threads: int, decision_log: bool,
              worker_class: str = "gevent", database: tuple[str, str] | None = None,
+             facts_cache_size: int | None = None,
              ) -> Iterator[tuple[str, int, subprocess.Popen[bytes]]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KTI_", "GUNICORN_"))}
@@ -119,6 +121,8 @@ def gunicorn(policies: Path, workdir: Path, workers: int, threads: int, decision
         env["KTI_DATABASE_URL"], env["KTI_DATABASE_SCHEMA"] = database
     if decision_log:
         env["KTI_DECISION_LOG"] = str(workdir / "decisions.jsonl")
+    if facts_cache_size is not None:  # 0: every request reads its subject's events
+        env["KTI_FACTS_CACHE_SIZE"] = str(facts_cache_size)
     (workdir / "hooks").mkdir(exist_ok=True)
     conf = Path(os.environ["KTI_BENCH_SRC"]).parent if os.environ.get("KTI_BENCH_SRC") else REPO
     cmd = [sys.executable, "-m", "gunicorn", "-c", str(conf / "gunicorn.conf.py"),
@@ -407,7 +411,8 @@ def bench_server(args: argparse.Namespace, worker_class: str, work: Path, single
     with ExitStack() as stack:
         database = (args.pg, stack.enter_context(pg_schema(args.pg))) if args.pg else None
         host, port, server = stack.enter_context(gunicorn(
-            args.policies, inst, args.workers, args.threads, not args.no_decision_log, worker_class, database))
+            args.policies, inst, args.workers, args.threads, not args.no_decision_log, worker_class, database,
+            args.facts_cache_size))
         seed_facts(host, port, fact_events(items))
         pids = worker_pids(server.pid)
 
@@ -492,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker-class", default="gevent,gthread",
                     help="gunicorn worker classes to measure, in turn (KTI_WORKER_CLASS)")
     ap.add_argument("--no-decision-log", action="store_true")
+    ap.add_argument("--facts-cache-size", type=int, default=None,
+                    help="KTI_FACTS_CACHE_SIZE for the server (default: the service's; 0: every "
+                         "decision reads its subject's events, as after a new event anywhere)")
     ap.add_argument("--pg", metavar="URL", help="PostgreSQL instead of SQLite (a fresh schema per server), "
                     "e.g. postgresql://postgres@127.0.0.1:5432/test")
     ap.add_argument("--as-of", action="store_true",
@@ -512,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     print(describe(info))
     classes = [c.strip() for c in args.worker_class.split(",") if c.strip()]
     print(f"server: gunicorn {args.workers} workers ({', '.join(classes)}; gthread with {args.threads} threads), "
-          f"{'PostgreSQL' if args.pg else 'SQLite'}, decision log {'off' if args.no_decision_log else 'on'}, policies {args.policies}")
+          f"{'PostgreSQL' if args.pg else 'SQLite'}, decision log {'off' if args.no_decision_log else 'on'}, "
+          f"facts cache {'default' if args.facts_cache_size is None else args.facts_cache_size}, policies {args.policies}")
 
     results: dict[str, Any] = {"machine": info, "duration_s": duration, "policies": str(args.policies),
                                "servers": {}}

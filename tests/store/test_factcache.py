@@ -187,3 +187,17 @@ def test_the_cache_size_comes_from_the_config(tmp_path: Any) -> None:
         store.close()
     with pytest.raises(ConfigError, match="KTI_FACTS_CACHE_SIZE"):
         load_config({"KTI_FACTS_CACHE_SIZE": "-1"})
+
+
+def test_the_kept_sqlite_connection_is_replaced_after_a_failure(make_store: Any) -> None:
+    """SQLite's decision-path reads use one kept connection (``SharedReader``): a read that fails
+    raises (the API answers deny) and drops it; the next read opens another."""
+    if make_store.db.backend != "sqlite":
+        pytest.skip("PostgreSQL reads through the pool")
+    store = make_store()
+    store.record_events([ev(1, subject="c1")])
+    assert store.facts_for("c1").objections == {"direct_marketing"}
+    store._shared_reader._conn.driver_connection.close()  # the connection breaks under it
+    with pytest.raises(Exception, match="closed"):
+        store.facts_for("c1")
+    assert store.facts_for("c1").objections == {"direct_marketing"}

@@ -79,6 +79,7 @@ from .queries import (
     _FACTS_OF_MANY,
     _FACTS_OF_ONE,
     _FACTS_VERSION,
+    SharedReader,
     _DriverQuery,
     _FactRow,
     _VersionRow,
@@ -227,6 +228,7 @@ class Store:
         self._facts_read = _DriverQuery(_FACTS_OF_ONE, self.engine.dialect, _FactRow)
         self._version_read = _DriverQuery(_FACTS_VERSION, self.engine.dialect, _VersionRow)
         self.facts_cache = FactsCache(facts_cache_size)
+        self._shared_reader = SharedReader() if self.is_sqlite else None
         self._outbox_listeners: list[Callable[[], None]] = []
         self._event_hooks: list[EventHook] = []
         if migrate:
@@ -373,6 +375,8 @@ class Store:
         return True
 
     def close(self) -> None:
+        if self._shared_reader is not None:
+            self._shared_reader.close()
         self.engine.dispose()
 
     # -- events
@@ -550,13 +554,14 @@ class Store:
         subjects read since the last event was recorded anywhere (``factcache``: one small row
         read per request); the others are read with one indexed query (``subject_key IN (...)``
         per chunk, never one query per subject) and folded. Reads run SQLAlchemy's compiled
-        statements on one pooled driver connection: its Connection layer cost three times the
-        query on SQLite (bench/app_profile.py).
+        statements on a driver connection (on SQLite the one ``SharedReader`` keeps, not the pool's):
+        the Connection layer cost three times the query on SQLite (bench/app_profile.py).
         """
         key_of = self._keys_of(subject_ids)
         cache = self.facts_cache
         rows: dict[str, list[Any]] = {}
-        with driver_cursor(self.engine) as cursor:
+        reader = self._shared_reader
+        with reader.cursor(self.engine) if reader is not None else driver_cursor(self.engine) as cursor:
             version = self._facts_version(cursor) if cache.enabled else None  # before the events
             known = cache.lookup(version, list(key_of.values()))
             missing = [key for key in key_of.values() if key not in known]

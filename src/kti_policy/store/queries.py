@@ -4,9 +4,11 @@ connection (building the statement per call cost more than running it on SQLite)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from threading import Lock
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -90,6 +92,47 @@ def driver_cursor(engine: Engine) -> Iterator[Any]:
         raise
     finally:
         conn.close()
+
+
+class SharedReader:
+    """One DB-API connection kept for the decision path's short reads on SQLite, taken under a lock.
+
+    Checking a connection out of SQLAlchemy's pool and back cost more than the facts version
+    query itself, the most frequent statement of the service (py-spy under wrk, gevent workers).
+    SQLite's calls never yield to another greenlet and each read takes microseconds, so one
+    connection per process serves them all. It is autocommit (``isolation_level = None``): each
+    SELECT is its own read transaction and sees every commit before it. Opened on first use and
+    again in a forked child; a read that fails drops it (the next one opens another).
+    """
+
+    def __init__(self) -> None:
+        self._lock = Lock()
+        self._conn: Any = None
+        self._opened: tuple[Engine, int] | None = None  # the engine and process it was opened for
+
+    @contextmanager
+    def cursor(self, engine: Engine) -> Iterator[Any]:
+        """A cursor on the kept connection of ``engine`` (the store's engine may be replaced)."""
+        with self._lock:
+            if self._conn is None or self._opened != (engine, os.getpid()):
+                self._conn, self._opened = engine.raw_connection(), (engine, os.getpid())
+            conn = self._conn
+            try:
+                cursor = conn.cursor()
+                try:
+                    yield cursor
+                finally:
+                    cursor.close()
+            except BaseException:
+                self._conn = None
+                conn.invalidate()
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._opened is not None and self._opened[1] == os.getpid():
+                self._conn.close()
+            self._conn = None
 
 
 class _FactRow(NamedTuple):
