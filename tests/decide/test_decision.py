@@ -3,6 +3,9 @@ obligations, the response shape, the cache, and failing closed."""
 
 from __future__ import annotations
 
+import os
+import re
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,7 +13,13 @@ from typing import Any
 import pytest
 
 from kti_policy.decide import obligations as obligations_module
-from kti_policy.decide.decision import DEFAULT_DENY, EVAL_ERROR, Decider, build_context
+from kti_policy.decide.decision import (
+    DEFAULT_DENY,
+    EVAL_ERROR,
+    Decider,
+    build_context,
+    new_decision_id,
+)
 from kti_policy.decide.engine import Engine
 from kti_policy.decide.operation import Operation, parse_operation
 from kti_policy.facts.fold import SubjectFacts
@@ -236,3 +245,44 @@ def test_evaluated_at_defaults_to_now() -> None:
     d = Decider(PS).decide(op(operation="delete"))
     assert before <= d.evaluated_at <= datetime.now(UTC) + timedelta(seconds=1)
     assert d.evaluated_at.tzinfo is not None and d.evaluated_at.utcoffset() == UTC.utcoffset(None)
+
+
+# --- per-call overhead: ids, combined outcomes, shared texts ----------------------------------------
+
+
+def test_decision_ids_are_uuid4_hex(monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = {new_decision_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(re.fullmatch(r"dec_[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}", i) for i in ids)
+    for raw in (bytes(16), b"\xff" * 16, bytes(range(16))):  # the same bits uuid4 makes of the same bytes
+        monkeypatch.setattr(os, "urandom", lambda n, raw=raw: raw[:n])
+        assert new_decision_id() == "dec_" + uuid.UUID(bytes=raw, version=4).hex
+
+
+def test_an_outcome_is_combined_once_per_matched_set_and_obligations_per_call() -> None:
+    decider = Decider(PS)
+    early = decider.decide(request("inquiry"), None, NOW)
+    late = decider.decide(request("inquiry", received="2026-12-23T15:00:00+02:00"), None, NOW)
+    assert early.matched == late.matched and early.reasons is late.reasons  # one combination
+    assert decider._outcome.cache_info().hits == 1
+    assert [o.due for o in early.obligations] == [date(2026, 3, 4)]
+    assert [o.due for o in late.obligations] == [date(2026, 12, 29)]
+    fresh = Decider(PS, use_engine=False).decide(request("inquiry"), None, NOW)
+    assert (fresh.allowed, fresh.reasons, fresh.obligations) == (early.allowed, early.reasons, early.obligations)
+
+
+def test_the_answer_and_the_log_line_show_the_same_time() -> None:
+    d = Decider(PS).decide(op(operation="delete"))
+    assert d.to_dict("en")["evaluated_at"] == d.log_record("pk")["time"] == d.evaluated_at.isoformat()
+
+
+def test_log_lines_of_the_same_facts_are_equal_and_independent() -> None:
+    facts = SubjectFacts(consents=frozenset({"disclosure"}), consents_at=(("disclosure", NOW),), relationship="active")
+    decider = Decider(PS)
+    first = decider.decide(op(operation="retain"), facts, NOW).log_record("pk")
+    second = decider.decide(op(operation="retain"), facts, NOW).log_record("pk")
+    assert first["facts"] == second["facts"] == facts.to_dict()
+    first["facts"]["consents"].append("changed")
+    first["facts"]["consents_at"]["changed"] = "x"
+    first["facts"]["kind"] = "changed"
+    assert second["facts"] == facts.to_dict() and facts.to_dict()["consents"] == ["disclosure"]
+    assert facts.to_dict()["consents_at"] == {"disclosure": NOW.isoformat()} and facts.to_dict()["kind"] is None

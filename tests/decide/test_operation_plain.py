@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from marshmallow import ValidationError
+from marshmallow import ValidationError, validate
 
 from kti_policy.decide import operation
 from kti_policy.decide.operation import OperationSchema, load_operation
@@ -110,3 +111,16 @@ def test_a_plain_body_takes_the_plain_path() -> None:
     loaded = PLAIN.load(body)
     assert repr(loaded) == repr(SCHEMA.load(body)) and loaded["request"] == {"type": "access", "copy_number": 2}
     assert repr(PLAIN.dump(loaded)) == repr(SCHEMA.dump(loaded))
+
+
+@pytest.mark.parametrize("check", [validate.Length(min=1, max=3), validate.Length(max=2), validate.Length(min=2),
+                                   validate.Length(equal=2), validate.Regexp(r"^[A-Z]{2}$"), validate.OneOf(["a", "b"])])
+@pytest.mark.parametrize("value", ["", "a", "ab", "abc", "abcd", "FI", "FIN"])
+def test_a_validator_as_a_predicate_passes_where_marshmallow_passes(check: Any, value: str) -> None:
+    try:
+        check(value)
+        expected = True
+    except ValidationError:
+        expected = False
+    assert operation._passes((check,))(value) is expected
+    assert operation._passes((check, validate.Length(max=2)))(value) is (expected and len(value) <= 2)

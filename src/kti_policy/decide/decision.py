@@ -8,10 +8,11 @@ A decision never changes state.
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property, lru_cache
 from threading import Lock
 from typing import Any
 
@@ -37,6 +38,17 @@ _EVAL_ERROR_TEXT = Text(
     fi="Päätöstä ei voitu arvioida ({fault}); toimenpide on kielletty varmuuden vuoksi.",
     en="The decision could not be evaluated ({fault}); the operation is denied to be safe.",
 )
+# the bits ``uuid.uuid4()`` fixes: the RFC 4122 variant (10xx) and version 4
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
+OUTCOME_CACHE_SIZE = 4096  # distinct sets of matching rules combined and kept per Decider
+
+
+def new_decision_id() -> str:
+    """``"dec_" + uuid.uuid4().hex``, the same 122 random bits from ``os.urandom`` and the same
+    version and variant bits, written without building a ``UUID`` object: half the cost of
+    ``uuid4`` (1.7 -> 0.8 us), which was a tenth of a warm decision."""
+    return "dec_%032x" % (int.from_bytes(os.urandom(16), "big") & _UUID4_CLEAR | _UUID4_SET)
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,11 @@ class Decision:
     def decision(self) -> str:
         return "allow" if self.allowed else "deny"
 
+    @cached_property
+    def evaluated_at_text(self) -> str:
+        """``evaluated_at`` in ISO 8601, written once: the answer and the log line both show it."""
+        return self.evaluated_at.isoformat()
+
     @property
     def rule_ids(self) -> list[str]:
         return [r.rule for r in self.reasons]
@@ -87,14 +104,14 @@ class Decision:
             "reasons": [r.to_dict(lang) for r in self.reasons],
             "obligations": [o.to_dict(lang) for o in self.obligations],
             "policy_version": self.policy_version,
-            "evaluated_at": self.evaluated_at.isoformat(),
+            "evaluated_at": self.evaluated_at_text,
         }
 
     def log_record(self, subject_key: str | None) -> dict[str, Any]:
         """One decision-log line: enough to replay it, with the subject id pseudonymised."""
         return {
             "decision_id": self.decision_id,
-            "time": self.evaluated_at.isoformat(),
+            "time": self.evaluated_at_text,
             "request": self.operation.to_dict(subject_id=subject_key),
             "facts": self.facts.to_dict(),
             "decision": self.decision,
@@ -103,6 +120,17 @@ class Decision:
             "policy_version": self.policy_version,
             **({"error": self.error} if self.error else {}),
         }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one set of matching rules decides, the same for every operation that matches it:
+    whether it allows, the reasons, and the deciding rules that carry obligations (obligations
+    themselves depend on the operation, its time and the facts, and are computed per decision)."""
+
+    allowed: bool
+    reasons: tuple[Reason, ...]
+    obliging: tuple[Rule, ...]
 
 
 def build_context(op: Operation, facts: SubjectFacts, now: datetime | None = None) -> dict[str, Any]:
@@ -174,7 +202,9 @@ class Decider:
     """Decides operations against one policy set through durable-rules.
 
     Matches depend only on the projected fields of the context and the policy version, so they
-    are cached per projection (bounded LRU); obligations, times and ids are computed per call.
+    are cached per projection (bounded LRU); what a set of matches decides (allow or deny, the
+    reasons) depends on nothing else, so it is combined once per set (``Outcome``, bounded LRU);
+    obligations, times and ids are computed per call.
     """
 
     def __init__(self, policy_set: PolicySet, cache_size: int = 65536, use_engine: bool = True) -> None:
@@ -193,6 +223,8 @@ class Decider:
         self._cache: OrderedDict[tuple[Any, ...], frozenset[str]] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = Lock()
+        # a bounded map matched set -> Outcome (thread-safe; an exception is not cached)
+        self._outcome = lru_cache(maxsize=OUTCOME_CACHE_SIZE)(self._combine)
 
     def match(self, ctx: dict[str, Any]) -> frozenset[str]:
         """Rule ids matching ``ctx``: from the cache, else from durable-rules (or the reference)."""
@@ -217,7 +249,7 @@ class Decider:
     def decide(self, op: Operation, facts: SubjectFacts | None = None, now: datetime | None = None) -> Decision:
         now = now or datetime.now(UTC)
         facts = (facts or SubjectFacts()).merge_inline(op.inline_facts)
-        decision_id = "dec_" + uuid.uuid4().hex
+        decision_id = new_decision_id()
         try:
             return self._decide(op, facts, now, decision_id)
         except Exception as exc:  # fail closed: whatever went wrong, deny and say so
@@ -232,16 +264,28 @@ class Decider:
     def _decide(self, op: Operation, facts: SubjectFacts, now: datetime, decision_id: str) -> Decision:
         ctx = build_context(op, facts, now)
         matched = self.match(ctx)
+        outcome = self._outcome(matched)
+        obligations: tuple[obl.Obligation, ...] = ()
+        if outcome.obliging:
+            at = ctx[AT]
+            computed = (obl.compute(r, spec, op, facts, at) for r in outcome.obliging for spec in r.obligations)
+            obligations = tuple(o for o in computed if o is not None)
+        return Decision(
+            decision_id, outcome.allowed, outcome.reasons, obligations, self.policy_set.version, now, op, facts, matched
+        )
+
+    def _combine(self, matched: frozenset[str]) -> Outcome:
+        """What the rules ``matched`` decide (CONTRACT 2's combining, see the module docstring);
+        called through ``self._outcome``, once per distinct set."""
         rules = self.rules
         ordered = [rules[rid] for rid in sorted(matched, key=self._order.__getitem__)]
         forbids = [r for r in ordered if r.effect == "forbid"]
         permits = [r for r in ordered if r.effect == "permit"]
         deciding = forbids or permits
-        allowed = not forbids and bool(permits)
-        if deciding:
-            reasons = tuple(Reason(r.id, r.effect, r.reason, r.source, r.law) for r in deciding)
-        else:
-            reasons = (Reason(DEFAULT_DENY, "forbid", _DEFAULT_DENY_TEXT, ""),)
-        computed = (obl.compute(r, spec, op, facts, ctx[AT]) for r in deciding for spec in r.obligations)
-        obligations = tuple(o for o in computed if o is not None)
-        return Decision(decision_id, allowed, reasons, obligations, self.policy_set.version, now, op, facts, matched)
+        if not deciding:
+            return Outcome(False, (Reason(DEFAULT_DENY, "forbid", _DEFAULT_DENY_TEXT, ""),), ())
+        return Outcome(
+            not forbids,
+            tuple(Reason(r.id, r.effect, r.reason, r.source, r.law) for r in deciding),
+            tuple(r for r in deciding if r.obligations),
+        )

@@ -7,7 +7,8 @@ Neither ever turns into a deny: a client error is a 400, not a decision.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -143,7 +144,7 @@ class OperationSchema(_Base):
 
 _SCHEMA = OperationSchema()
 
-# Which vocabulary kind each id-valued field takes.
+# Which vocabulary kind each id-valued field takes (a field, or a field of a nested object).
 _VOCAB_FIELDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("operation",), "operation"),
     (("purpose",), "purpose"),
@@ -207,17 +208,23 @@ class _PlainSchema:
 
     def _reader(self, field: fields.Field) -> Any:
         """A function value -> loaded value for one field, raising ``_NotPlain`` when in doubt."""
-        checks = tuple(field.validators)
+        ok = _passes(tuple(field.validators))
         if isinstance(field, fields.Nested):
             nested = _PlainSchema(field.schema)
-            return lambda value: _validated(nested.load(value), checks)
+
+            def read_nested(value: Any) -> Any:
+                loaded = nested.load(value)
+                return loaded if ok(loaded) else _fail()
+
+            return read_nested
         if isinstance(field, fields.List):
             item = self._reader(field.inner)
 
             def read_list(value: Any) -> Any:
                 if type(value) is not list:
                     raise _NotPlain
-                return _validated([item(v) for v in value], checks)
+                loaded = [item(v) for v in value]
+                return loaded if ok(loaded) else _fail()
 
             return read_list
         if isinstance(field, fields.AwareDateTime):
@@ -226,21 +233,22 @@ class _PlainSchema:
                 if type(value) is not str:
                     raise _NotPlain
                 try:
-                    return _validated(field.deserialize(value), checks)
+                    loaded = field.deserialize(value)
                 except ValidationError:
                     raise _NotPlain from None
+                return loaded if ok(loaded) else _fail()
 
             return read_time
         if type(field) is fields.Boolean:
             if field.truthy != {True} or field.falsy != {False}:
                 raise _Unsupported("a lenient Boolean")
-            return lambda value: _validated(value, checks) if value is True or value is False else _fail()
+            return lambda value: value if (value is True or value is False) and ok(value) else _fail()
         if type(field) is fields.Integer:
             if not field.strict or field.as_string:
                 raise _Unsupported("a lenient Integer")
-            return lambda value: _validated(value, checks) if type(value) is int else _fail()
+            return lambda value: value if type(value) is int and ok(value) else _fail()
         if type(field) is fields.String:
-            return lambda value: _validated(value, checks) if type(value) is str else _fail()
+            return lambda value: value if type(value) is str and ok(value) else _fail()
         raise _Unsupported(type(field).__name__)
 
     def _writer(self, field: fields.Field) -> Any:
@@ -300,13 +308,31 @@ def _fail() -> Any:
     raise _NotPlain
 
 
-def _validated(value: Any, checks: tuple[Any, ...]) -> Any:
-    for check in checks:
+def _passes(checks: tuple[Any, ...]) -> Callable[[Any], bool]:
+    """A field's validators as one predicate: true when each passes, as marshmallow calls them
+    (a ``ValidationError`` is a failure). A ``Length`` alone, which every id and text field has, is
+    compared as its ``__call__`` compares, without the call and the ``try`` (a plain load of the
+    bench workload: 4.5 -> 3.7 us, measured)."""
+    if not checks:
+        return _always
+    if len(checks) == 1 and type(checks[0]) is validate.Length and checks[0].equal is None:
+        low = checks[0].min if checks[0].min is not None else 0
+        high = checks[0].max if checks[0].max is not None else math.inf
+        return lambda value: low <= len(value) <= high
+
+    def passes(value: Any) -> bool:
         try:
-            check(value)
+            for check in checks:
+                check(value)
         except ValidationError:
-            raise _NotPlain from None
-    return value
+            return False
+        return True
+
+    return passes
+
+
+def _always(_: Any) -> bool:
+    return True
 
 
 def _plain_schema(schema: Schema) -> _PlainSchema | None:
@@ -389,10 +415,18 @@ def parse_operation(body: Any, vocabulary: Vocabulary, field_prefix: str = "", r
             raise UnknownVocabularyId(field_prefix + "operation", op, vocabulary.ids("operation")) from None
         errs = _prefixed(exc.normalized_messages(), field_prefix)
         raise RequestError(_summary(errs), {"errors": errs}) from None
+    _check_vocabulary(data, vocabulary, field_prefix)
+    return Operation(data)
+
+
+def _check_vocabulary(data: Mapping[str, Any], vocabulary: Vocabulary, field_prefix: str) -> None:
+    """Raise ``UnknownVocabularyId`` for the first id-valued field (``_VOCAB_FIELDS``) that names an
+    id the vocabulary does not know. A field that is not given (or an object that is not) is skipped."""
     for path, kind in _VOCAB_FIELDS:
-        value: Any = data
-        for part in path:
-            value = value.get(part) if isinstance(value, dict) or isinstance(value, Mapping) else None
+        value = data.get(path[0])
+        for part in path[1:]:
+            if value is not None:
+                value = value.get(part) if type(value) is dict or isinstance(value, Mapping) else None
         if value is None:
             continue
         if isinstance(value, list):
@@ -401,7 +435,6 @@ def parse_operation(body: Any, vocabulary: Vocabulary, field_prefix: str = "", r
                     raise UnknownVocabularyId(f"{field_prefix}{'.'.join(path)}[{i}]", v, vocabulary.ids(kind))
         elif not vocabulary.knows(kind, value):
             raise UnknownVocabularyId(field_prefix + ".".join(path), value, vocabulary.ids(kind))
-    return Operation(data)
 
 
 def _prefixed(errs: Mapping[str, Any], prefix: str) -> dict[str, Any]:
