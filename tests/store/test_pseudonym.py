@@ -23,6 +23,18 @@ def test_stable_and_keyed() -> None:
         Pseudonymizer("")
 
 
+def test_the_pseudonym_is_hmac_sha256_of_the_id() -> None:
+    """Stored events are keyed by it: any other function would orphan every recorded fact."""
+    import hashlib
+    import hmac
+
+    p = Pseudonymizer("key-one-0123456789")
+    for clear in ("c-1", "cust-4711", "ääkkönen@example.fi", ""):
+        want = hmac.new(b"key-one-0123456789", clear.encode("utf-8"), hashlib.sha256).hexdigest()
+        assert p.subject_key(clear) == "hs_" + want
+    assert p.subject_key("c-1") == "hs_" + hmac.new(b"key-one-0123456789", b"c-1", hashlib.sha256).hexdigest()
+
+
 def test_env_key_wins(tmp_path: Path) -> None:
     p = pseudonymizer_from_config(
         {"KTI_PSEUDONYM_KEY": "k" * 32, "KTI_INSTANCE_DIR": str(tmp_path)}

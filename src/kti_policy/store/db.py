@@ -27,7 +27,7 @@ What is stored: ``events`` keep the event id, type, the subject's keyed hash (``
 and the data (purpose/scope ids, flags), never the clear subject id. Facts are derived on read from a
 subject's events with ``facts.fold_events`` (later ``occurred_at`` wins, ties by arrival, an erasure is
 never undone), so there is no projection to drift. Folded facts are kept in memory per process
-(``factcache``) while the one-row ``facts_version`` is unchanged: triggers on ``events`` (migration
+(``factcache``) while the sum of ``facts_version`` is unchanged: triggers on ``events`` (migration
 0003) add one to it for every row inserted, updated or deleted, in that transaction, whoever writes. ``deliveries`` is the outbox: one row per
 (subscription, event), inserted in the same transaction as the event, holding the exact body bytes to
 send, which are the only place the clear subject id exists; the body is set to NULL when the delivery
@@ -578,9 +578,9 @@ class Store:
         return {sid: known[key] for sid, key in key_of.items()}
 
     def _facts_version(self, cursor: Any) -> int | None:
-        """``facts_version.n``; None when the row is missing (then nothing is cached)."""
+        """The sum of ``facts_version.n``; None when the rows are missing (then nothing is cached)."""
         rows = self._version_read.run(cursor, {})
-        return int(rows[0].n) if rows else None
+        return int(rows[0].n) if rows and rows[0].n is not None else None
 
     def facts_at(self, wanted: Iterable[tuple[str, datetime]]) -> dict[tuple[str, datetime], SubjectFacts]:
         """Facts of subjects as they stood at given instants (as-of decisions): the same indexed

@@ -38,10 +38,13 @@ class Pseudonymizer:
         if not raw:
             raise ConfigError("the pseudonym key must not be empty")
         self._key = raw
+        # keyed once: copying a keyed HMAC is cheaper than keying a new one (twice per decision)
+        self._keyed = hmac.new(raw, digestmod=hashlib.sha256)
 
     def subject_key(self, clear_id: str) -> str:
-        digest = hmac.new(self._key, clear_id.encode("utf-8"), hashlib.sha256).hexdigest()
-        return PREFIX + digest
+        mac = self._keyed.copy()
+        mac.update(clear_id.encode("utf-8"))
+        return PREFIX + mac.hexdigest()
 
     def __repr__(self) -> str:  # never show the key
         return "Pseudonymizer(<key>)"

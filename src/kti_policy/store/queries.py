@@ -25,7 +25,9 @@ _FACTS_OF_ONE = _FACTS_IN_FOLD_ORDER.where(events_t.c.subject_key == sa.bindpara
 _FACTS_OF_MANY = _FACTS_IN_FOLD_ORDER.where(
     events_t.c.subject_key.in_(sa.bindparam("keys", expanding=True))
 )
-_FACTS_VERSION = sa.select(facts_version_t.c.n).where(facts_version_t.c.id == 1)
+# the sum of the counter rows (migration 0003): any commit that changes events raises it; NULL
+# (None) when the rows are missing, and then nothing is cached
+_FACTS_VERSION = sa.select(sa.cast(sa.func.sum(facts_version_t.c.n), sa.BigInteger).label("n"))
 
 
 class _DriverQuery:
@@ -47,8 +49,8 @@ class _DriverQuery:
         names = tuple(col.name for col in statement.selected_columns)
         if names != row_type._fields:
             raise ValueError(f"row type {row_type.__name__} does not match the columns {names}")
-        # the statement's own bound values (``id == 1``), built once: construct_params per call
-        # cost more than the version row's query itself
+        # the statement's own bound values, built once: construct_params per call cost more than
+        # the facts version query itself
         self._defaults = {name: bind.value for name, bind in self.compiled.binds.items()}
         self._order = tuple(self.compiled.positiontup or ()) if self.compiled.positional else None
         self._fixed = self._bind(self._defaults)
@@ -144,4 +146,4 @@ class _FactRow(NamedTuple):
 
 
 class _VersionRow(NamedTuple):
-    n: int
+    n: int | None

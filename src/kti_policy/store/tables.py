@@ -77,10 +77,10 @@ attempts_t = sa.Table(
 )
 
 
-# One row (id 1): a count of the changes to ``events``, kept by triggers (migration 0003) in the
-# transaction that makes them, whoever writes: an unchanged ``n`` means unchanged facts, which lets
-# every process keep folded facts in memory (``factcache``) and check one small row per decision
-# request instead of reading the events.
+# Counters of the changes to ``events`` (16 rows, so that PostgreSQL's writers do not queue on one
+# row's lock), kept by triggers (migration 0003) in the transaction that makes them, whoever writes:
+# an unchanged sum means unchanged facts, which lets every process keep folded facts in memory
+# (``factcache``) and read one small sum per decision request instead of the events.
 facts_version_t = sa.Table(
     "facts_version",
     metadata,

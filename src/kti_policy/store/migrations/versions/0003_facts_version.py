@@ -1,10 +1,15 @@
-"""facts_version: one row counting the changes to ``events``, kept by triggers
+"""facts_version: counters of the changes to ``events``, kept by triggers
 
-A process keeps subjects' folded facts in memory while ``n`` is unchanged (``store.factcache``), so
-``n`` must change in the same transaction as any change to ``events``, whoever makes it: the store,
-an older release during a rolling upgrade, or an operator's hand. Triggers do that for every row
-inserted, updated or deleted (an ``INSERT ... ON CONFLICT DO NOTHING`` that inserts nothing fires no
-row trigger: a duplicate changes no fact). The row starts at 0.
+A process keeps subjects' folded facts in memory while the sum of ``n`` is unchanged
+(``store.factcache``), so it must change in the same transaction as any change to ``events``,
+whoever makes it: the store, an older release during a rolling upgrade, or an operator's hand.
+Triggers do that for every row inserted, updated or deleted (an ``INSERT ... ON CONFLICT DO
+NOTHING`` that inserts nothing fires no row trigger: a duplicate changes no fact).
+
+On PostgreSQL one counter row would serialise every transaction that records events on its lock,
+so there are 16 rows, each connection bumps the one of its backend (``pg_backend_pid() % 16``),
+and the trigger is deferred to the commit, holding that lock only while committing. Readers add
+the rows up; any commit raises the sum. SQLite has one writer at a time and bumps row 0.
 
 Revision ID: 0003_facts_version
 Revises: 0002_obligations
@@ -21,8 +26,8 @@ down_revision = "0002_obligations"
 branch_labels = None
 depends_on = None
 
+SHARDS = 16
 _PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-_BUMP = "UPDATE facts_version SET n = n + 1 WHERE id = 1"
 _CHANGES = ("INSERT", "UPDATE", "DELETE")
 
 
@@ -32,21 +37,22 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
         sa.Column("n", _PK, nullable=False),
     )
-    op.bulk_insert(table, [{"id": 1, "n": 0}])
+    op.bulk_insert(table, [{"id": i, "n": 0} for i in range(SHARDS)])
     if op.get_bind().dialect.name == "sqlite":
         for change in _CHANGES:  # SQLite takes one event per trigger, row triggers only
             op.execute(
                 f"CREATE TRIGGER events_{change.lower()}_facts_version AFTER {change} ON events "
-                f"BEGIN {_BUMP}; END"
+                "BEGIN UPDATE facts_version SET n = n + 1 WHERE id = 0; END"
             )
         return
     op.execute(
-        "CREATE FUNCTION kti_bump_facts_version() RETURNS trigger LANGUAGE plpgsql AS "
-        f"$$ BEGIN {_BUMP}; RETURN NULL; END $$"
+        "CREATE FUNCTION kti_bump_facts_version() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"UPDATE facts_version SET n = n + 1 WHERE id = pg_backend_pid() % {SHARDS}; "
+        "RETURN NULL; END $$"
     )
     op.execute(
-        "CREATE TRIGGER events_facts_version AFTER INSERT OR UPDATE OR DELETE ON events "
-        "FOR EACH ROW EXECUTE FUNCTION kti_bump_facts_version()"
+        "CREATE CONSTRAINT TRIGGER events_facts_version AFTER INSERT OR UPDATE OR DELETE ON events "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION kti_bump_facts_version()"
     )
 
 
