@@ -180,7 +180,7 @@ def test_unexpected_exception_is_generic_500(app_client: Any, caplog: pytest.Log
 def test_store_failure_denies(app_client: Any) -> None:
     state = app_client.application.extensions["kti"]
 
-    def broken(_sids: Any) -> Any:
+    def broken(_sids: Any, **_: Any) -> Any:
         raise OSError("database is gone")
 
     state.store.facts_for_many = broken  # what a single decision reads through, too
@@ -192,7 +192,7 @@ def test_store_failure_denies(app_client: Any) -> None:
 def test_store_failure_denies_a_whole_batch(app_client: Any) -> None:
     state = app_client.application.extensions["kti"]
 
-    def broken(_sids: Any) -> Any:
+    def broken(_sids: Any, **_: Any) -> Any:
         raise OSError("database is gone")
 
     state.store.facts_for_many = broken
@@ -205,6 +205,26 @@ def test_store_failure_denies_a_whole_batch(app_client: Any) -> None:
     assert all(d["reasons"][0]["rule"] == "eval_error" for d in decisions[:2])
     # an operation that names no subject needs no stored facts and is still decided on its merits
     assert decisions[2]["reasons"][0]["rule"] != "eval_error"
+
+
+def test_each_subject_is_pseudonymised_once_per_request(app_client: Any) -> None:
+    """The facts read and the decision log share one keyed hash per subject (about 1 us each)."""
+    state = app_client.application.extensions["kti"]
+    pseudonymizer = state.store.pseudonymizer
+    real = pseudonymizer.subject_key
+    hashed: list[str] = []
+
+    def counting(clear: str) -> str:
+        hashed.append(clear)
+        return real(clear)
+
+    pseudonymizer.subject_key = counting
+    ops = [{**DISCLOSE_OK, "subject": {"id": s}} for s in ("customer-a", "customer-b", "customer-a")]
+    assert app_client.post("/v1/decisions/batch", json={"operations": ops}).status_code == 200
+    assert sorted(hashed) == ["customer-a", "customer-b"]
+    hashed.clear()
+    assert app_client.post("/v1/decisions", json=ops[0]).status_code == 200
+    assert hashed == ["customer-a"]
 
 
 def test_batch_reads_each_subjects_own_facts(app_client: Any) -> None:
@@ -221,9 +241,9 @@ def test_batch_reads_each_subjects_own_facts(app_client: Any) -> None:
     calls: list[list[str]] = []
     real = state.store.facts_for_many
 
-    def counting(sids: Any) -> Any:
+    def counting(sids: Any, **kwargs: Any) -> Any:
         calls.append(list(sids))
-        return real(sids)
+        return real(sids, **kwargs)
 
     state.store.facts_for_many = counting
     market = {"operation": "process", "purpose": "direct_marketing", "data_categories": ["email"]}

@@ -188,7 +188,7 @@ def test_evaluations_limit(app_config: dict[str, Any]) -> None:
 
 
 def test_store_failure_denies(app_client: Any) -> None:
-    def broken(_sids: Any) -> Any:
+    def broken(_sids: Any, **_: Any) -> Any:
         raise RuntimeError("database gone")
 
     app_client.application.extensions["kti"].store.facts_for_many = broken

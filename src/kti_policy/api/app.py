@@ -74,11 +74,15 @@ class KtiState:
         return None if subject_id is None else self.pseudonymizer.subject_key(subject_id)
 
     def record_decisions(
-        self, decisions: Sequence[Any], extra: Sequence[Mapping[str, Any]] | None = None
+        self,
+        decisions: Sequence[Any],
+        extra: Sequence[Mapping[str, Any]] | None = None,
+        pseudonyms: Mapping[str, str] | None = None,
     ) -> None:
         """Count the decisions and write their log lines (one write for the lot).
 
-        ``extra[i]`` is added to the log line of ``decisions[i]`` (AuthZEN logs its ``caller``).
+        ``extra[i]`` is added to the log line of ``decisions[i]`` (AuthZEN logs its ``caller``);
+        ``pseudonyms``: subject keys already computed for the facts read.
         """
         counts: dict[tuple[str, str], int] = {}
         for d in decisions:
@@ -87,7 +91,8 @@ class KtiState:
         for (decision, operation), n in counts.items():  # one increment per label pair
             self.metrics.decisions.labels(decision=decision, operation=operation).inc(n)
         if self.decision_log.enabled:
-            keys: dict[str, str | None] = {}
+            keys: dict[str | None, str | None] = {}
+            keys.update(pseudonyms or {})
             records = []
             for i, d in enumerate(decisions):
                 sid = d.operation.subject_id

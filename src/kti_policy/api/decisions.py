@@ -24,6 +24,7 @@ from kti_policy.facts.fold import SubjectFacts
 from kti_policy.policy.model import Text
 
 from .auth import require_role
+from .policy_holder import Loaded
 from .schemas import BatchRequestSchema, load_or_400, read_json_object
 
 log = logging.getLogger(__name__)
@@ -60,19 +61,25 @@ def _facts_key(op: Operation, now: datetime) -> Any:
     return (op.subject_id, op.at) if op.at is not None and op.at < now else op.subject_id
 
 
-def _facts_by_subject(state: Any, keys: list[Any]) -> dict[Any, SubjectFacts] | None:
+def _facts_by_subject(
+    state: Any, keys: list[Any], pseudonyms: dict[str, str]
+) -> dict[Any, SubjectFacts] | None:
     """Recorded facts of every subject the request names, read at once; None when the store failed.
 
     ``keys`` (``_facts_key`` of each operation) are subject ids (facts now: one indexed read) or
-    (subject id, at) for as-of decisions (CONTRACT 2: events with ``occurred_at`` <= ``at`` only)."""
+    (subject id, at) for as-of decisions (CONTRACT 2: events with ``occurred_at`` <= ``at`` only).
+    Fills ``pseudonyms`` with the subjects' keys, computed once for the read and the log."""
     current = [k for k in keys if isinstance(k, str)]
     past = [k for k in keys if isinstance(k, tuple)]
     if not current and not past:
         return {}
     out: dict[Any, SubjectFacts] = {}
     try:
+        for sid in current:
+            if sid not in pseudonyms:
+                pseudonyms[sid] = state.subject_key(sid)
         if current:
-            out.update(state.store.facts_for_many(current))
+            out.update(state.store.facts_for_many(current, pseudonyms=pseudonyms))
         if past:
             out.update(state.store.facts_at(past))
     except Exception:
@@ -99,19 +106,22 @@ def decide_operations(
     ops: list[Operation],
     stop: Callable[[Decision], bool] | None = None,
     log_extra: list[dict[str, Any]] | None = None,
+    loaded: Loaded | None = None,
 ) -> list[Decision]:
     """Decide ``ops`` in order with one policy set and one facts read; count and log each.
 
     ``stop`` ends the run after the first decision it is true for (AuthZEN's short-circuit
     semantics): the operations after it are neither decided nor logged. ``log_extra[i]`` is added
-    to the decision-log line of ``ops[i]``.
+    to the decision-log line of ``ops[i]``. ``loaded``: the policy set the operations were parsed
+    with (default: the current one).
     """
     state = _state()
-    loaded = state.loaded()  # one policy set for the whole request, even across a reload
+    loaded = loaded or state.loaded()  # one policy set for the whole request, even across a reload
     decider = loaded.decider
     now = datetime.now(UTC)
     keys = [_facts_key(op, now) for op in ops]
-    known = _facts_by_subject(state, keys)
+    pseudonyms: dict[str, str] = {}
+    known = _facts_by_subject(state, keys, pseudonyms)
     out: list[Decision] = []
     for op, key in zip(ops, keys, strict=True):
         facts = _NO_FACTS if key is None else (known or {}).get(key)
@@ -126,7 +136,7 @@ def decide_operations(
         out.append(decision)
         if stop is not None and stop(decision):
             break
-    state.record_decisions(out, log_extra)
+    state.record_decisions(out, log_extra, pseudonyms)
     return out
 
 
@@ -170,8 +180,9 @@ def decide_one() -> Any:
     state = _state()
     body = read_json_object()
     lang = negotiated_language()
-    op = _parse_one(body, state.loaded().policy_set.vocabulary)
-    decision = decide_operations([op])[0]
+    loaded = state.loaded()
+    op = _parse_one(body, loaded.policy_set.vocabulary)
+    decision = decide_operations([op], loaded=loaded)[0]
     state.observe_decision_latency("single", time.perf_counter() - started)
     return jsonify(decision.to_dict(lang))
 
@@ -211,8 +222,8 @@ def decide_batch() -> Any:
             f"operations: at most {max_batch} per batch", {"errors": {"operations": ["too many"]}}
         )
     state = _state()
-    vocabulary = state.loaded().policy_set.vocabulary
-    ops = [_parse_one(item, vocabulary, i) for i, item in enumerate(items)]
-    decisions = decide_operations(ops)
+    loaded = state.loaded()
+    ops = [_parse_one(item, loaded.policy_set.vocabulary, i) for i, item in enumerate(items)]
+    decisions = decide_operations(ops, loaded=loaded)
     state.observe_decision_latency("batch", time.perf_counter() - started)
     return jsonify({"decisions": [d.to_dict(lang) for d in decisions]})

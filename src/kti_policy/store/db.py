@@ -547,7 +547,9 @@ class Store:
         """The recorded facts of a subject (empty facts when nothing is recorded)."""
         return self.facts_for_many([subject_id])[subject_id]
 
-    def facts_for_many(self, subject_ids: Iterable[str]) -> dict[str, SubjectFacts]:
+    def facts_for_many(
+        self, subject_ids: Iterable[str], pseudonyms: Mapping[str, str] | None = None
+    ) -> dict[str, SubjectFacts]:
         """The recorded facts of each subject now (empty facts for one with no events).
 
         The hottest read of the service (once per decision request). The facts cache answers for
@@ -556,8 +558,10 @@ class Store:
         per chunk, never one query per subject) and folded. Reads run SQLAlchemy's compiled
         statements on a driver connection (on SQLite the one ``SharedReader`` keeps, not the pool's):
         the Connection layer cost three times the query on SQLite (bench/app_profile.py).
+        ``pseudonyms``: subject keys the caller already computed with this store's
+        ``pseudonymizer`` (the API logs them too).
         """
-        key_of = self._keys_of(subject_ids)
+        key_of = self._keys_of(subject_ids, pseudonyms)
         cache = self.facts_cache
         rows: dict[str, list[Any]] = {}
         reader = self._shared_reader
@@ -590,11 +594,12 @@ class Store:
         rows_by_key = self._rows_by_key(list(key_of.values()))
         return {(sid, at): self._fold(rows_by_key[key_of[sid]], at) for sid, at in pairs}
 
-    def _keys_of(self, subject_ids: Iterable[str]) -> dict[str, str]:
+    def _keys_of(self, subject_ids: Iterable[str], known: Mapping[str, str] | None = None) -> dict[str, str]:
         key_of: dict[str, str] = {}
         for sid in subject_ids:
             if sid not in key_of:
-                key_of[sid] = self.pseudonymizer.subject_key(sid)
+                given = known.get(sid) if known else None
+                key_of[sid] = given if given is not None else self.pseudonymizer.subject_key(sid)
         return key_of
 
     def _rows_by_key(self, keys: list[str]) -> dict[str, list[Any]]:

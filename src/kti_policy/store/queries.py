@@ -110,31 +110,30 @@ class SharedReader:
     def __init__(self) -> None:
         self._lock = Lock()
         self._conn: Any = None
+        self._cursor: Any = None  # one cursor, reused: its statements run one after another
         self._opened: tuple[Engine, int] | None = None  # the engine and process it was opened for
 
     @contextmanager
     def cursor(self, engine: Engine) -> Iterator[Any]:
-        """A cursor on the kept connection of ``engine`` (the store's engine may be replaced)."""
+        """The kept cursor on ``engine`` (the store's engine may be replaced)."""
         with self._lock:
             if self._conn is None or self._opened != (engine, os.getpid()):
-                self._conn, self._opened = engine.raw_connection(), (engine, os.getpid())
+                conn = engine.raw_connection()
+                self._conn, self._cursor, self._opened = conn, conn.cursor(), (engine, os.getpid())
             conn = self._conn
             try:
-                cursor = conn.cursor()
-                try:
-                    yield cursor
-                finally:
-                    cursor.close()
+                yield self._cursor
             except BaseException:
-                self._conn = None
+                self._conn = self._cursor = None
                 conn.invalidate()
                 raise
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._opened is not None and self._opened[1] == os.getpid():
+                self._cursor.close()
                 self._conn.close()
-            self._conn = None
+            self._conn = self._cursor = None
 
 
 class _FactRow(NamedTuple):
