@@ -103,6 +103,11 @@ class CookieSchema(_Base):
     lifetime_days = fields.Integer(strict=True, validate=validate.Range(min=0, max=100_000))
 
 
+# the part of a request each operation needs (a logged request replayed may predate "cookie")
+_NEEDS_REPLAYED = {"process": "purpose", "disclose": "recipient", "subject_request": "request", "collect": "source"}
+_NEEDS = {**_NEEDS_REPLAYED, "store_cookie": "cookie"}
+
+
 class OperationSchema(_Base):
     """The body of ``POST /v1/decisions`` (CONTRACT section 2)."""
 
@@ -122,9 +127,7 @@ class OperationSchema(_Base):
     def _needed(self, data: dict[str, Any], **_: Any) -> None:
         op = data.get("operation")
         replay = _REPLAYING.get()
-        needs = {"process": "purpose", "disclose": "recipient", "subject_request": "request", "collect": "source"}
-        if not replay:
-            needs["store_cookie"] = "cookie"
+        needs = _NEEDS_REPLAYED if replay else _NEEDS
         errors: dict[str, Any] = {}
         if op != "store_cookie" and "subject" not in data:
             errors["subject"] = [f"required for operation {op!r}"]
@@ -250,6 +253,10 @@ class _PlainSchema:
                 raise _Unsupported("a lenient Integer")
             return lambda value: value if type(value) is int and ok(value) else _fail()
         if type(field) is fields.String:
+            bounds = _length_bounds(tuple(field.validators))
+            if bounds is not None:  # an id or a text: the length compared here, not in a call
+                low, high = bounds
+                return lambda value: value if type(value) is str and low <= len(value) <= high else _fail()
             return lambda value: value if type(value) is str and ok(value) else _fail()
         raise _Unsupported(type(field).__name__)
 
@@ -275,17 +282,15 @@ class _PlainSchema:
             raise _NotPlain
         out: dict[str, Any] = {}
         for key, attr, read, default in self._load:
-            value = body.get(key, missing)
-            if value is missing:
-                if default is missing:
-                    continue
+            if key in body:
+                value = body[key]
+                if value is None:
+                    raise _NotPlain
+                out[attr] = read(value)
+            elif default is not missing:
                 if default is _REQUIRED:
                     raise _NotPlain
                 out[attr] = default() if callable(default) else default
-            elif value is None:
-                raise _NotPlain
-            else:
-                out[attr] = read(value)
         for validator in self._validators:
             try:
                 validator(out, partial=None, many=False, unknown=RAISE)
@@ -339,9 +344,9 @@ def _passes(checks: tuple[Any, ...]) -> Callable[[Any], bool]:
     bench workload: 4.5 -> 3.7 us, measured)."""
     if not checks:
         return _always
-    if len(checks) == 1 and type(checks[0]) is validate.Length and checks[0].equal is None:
-        low = checks[0].min if checks[0].min is not None else 0
-        high = checks[0].max if checks[0].max is not None else math.inf
+    bounds = _length_bounds(checks)
+    if bounds is not None:
+        low, high = bounds
         return lambda value: low <= len(value) <= high
 
     def passes(value: Any) -> bool:
@@ -353,6 +358,15 @@ def _passes(checks: tuple[Any, ...]) -> Callable[[Any], bool]:
         return True
 
     return passes
+
+
+def _length_bounds(checks: tuple[Any, ...]) -> tuple[float, float] | None:
+    """``(min, max)`` when ``checks`` is a lone ``Length`` without ``equal``: ``low <= len(value) <= high``
+    then passes exactly where it passes (no bound: 0 or infinity)."""
+    if len(checks) != 1 or type(checks[0]) is not validate.Length or checks[0].equal is not None:
+        return None
+    length = checks[0]
+    return (length.min if length.min is not None else 0, length.max if length.max is not None else math.inf)
 
 
 def _always(_: Any) -> bool:
@@ -428,7 +442,7 @@ def parse_operation(body: Any, vocabulary: Vocabulary, field_prefix: str = "", r
             return parse_operation(body, vocabulary, field_prefix)
         finally:
             _REPLAYING.reset(token)
-    if not isinstance(body, Mapping):
+    if type(body) is not dict and not isinstance(body, Mapping):  # a JSON object skips the abc check
         where = field_prefix.rstrip(".")
         raise RequestError(f"{where or 'the body'} must be a JSON object", {"field": where or None})
     try:
