@@ -25,7 +25,7 @@ IDS = st.sampled_from(["disclose", "process", "collect", "subject_request", "sto
 TIMES = st.sampled_from(["2026-03-02T10:00:00+02:00", "2026-03-02T10:00:00", "2026-03-02", "0001-01-01T00:00:00+05:00",
                          "9999-12-31T23:00:00-05:00", "not a time", "2026-02-30T10:00:00Z", "2026-03-02T10:00:00.123456Z"])
 ODD = st.one_of(st.none(), st.booleans(), st.integers(-2, 3), st.floats(allow_nan=False), st.just(""),
-                st.just("x" * 300), st.just([]), st.just({}), st.just("FI\n"), st.just(1.0))
+                st.just("x" * 300), st.builds(list), st.builds(dict), st.just("FI\n"), st.just(1.0))
 
 
 def _value(kind: str) -> st.SearchStrategy[Any]:
