@@ -169,3 +169,15 @@ any_facts = st.builds(
 @given(any_facts)
 def test_to_dict_is_the_field_by_field_form(facts: SubjectFacts) -> None:
     assert repr(facts.to_dict()) == repr(_reference_dict(facts))
+    assert repr(facts.to_dict()) == repr(_reference_dict(facts))  # from the kept texts
+
+
+def test_to_dict_answers_fresh_containers_each_call() -> None:
+    """The texts are kept with the (frozen) facts; the lists and maps are the caller's own."""
+    facts = SubjectFacts(consents=frozenset({"b", "a"}), consents_at=(("a", T0),), access_requests=(T0,))
+    first = facts.to_dict()
+    first["consents"].append("x")
+    first["consents_at"]["x"] = "y"
+    first["access_requests"].clear()
+    assert repr(facts.to_dict()) == repr(_reference_dict(facts))
+    assert facts == SubjectFacts.from_dict(facts.to_dict()) and hash(facts) == hash(SubjectFacts.from_dict(facts.to_dict()))
