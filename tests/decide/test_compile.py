@@ -7,8 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from kti_policy.decide.compile import NONE, TRUE_KEY, _Collector, compile_policy_set, disjuncts
+from kti_policy.decide.compile import (
+    NONE,
+    TRUE_KEY,
+    Projection,
+    _Collector,
+    compile_policy_set,
+    disjuncts,
+    encode,
+)
 from kti_policy.policy.loader import load_policy_set
 from kti_policy.policy.model import (
     All,
@@ -162,3 +172,27 @@ def test_ruleset_name_is_a_content_hash() -> None:
     other = compile_policy_set(one_rule(Const(True)))
     assert other.name != a.name
     assert compile_policy_set(one_rule(Const(True))).name == other.name
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-1, 2), st.sampled_from(["x", "y", "", NONE, NONE + "x", "a" + NONE]))
+_HAVE = st.one_of(_VALUES, st.lists(_VALUES, max_size=4).flatmap(
+    lambda items: st.sampled_from([tuple(items), list(items), frozenset(v for v in items if v is None or not isinstance(v, list))])))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.fixed_dictionaries({"operation": _VALUES, "purpose": _VALUES, "data_categories": _HAVE, "channel": _HAVE}))
+def test_projection_key_is_each_field_read_as_the_fact_holds_it(ctx: dict[str, Any]) -> None:
+    """The key's inline encoding and member lookups answer as ``encode`` and ``in``, value for value."""
+    p = Projection(scalars=("operation", "purpose"), members=(("channel", "x"), ("data_categories", "x"),
+                                                            ("data_categories", "y"), ("data_categories", NONE)),
+                   counts=("data_categories",))
+    have = {path: ctx.get(path) or () for path, _ in p.members}
+    try:
+        expected = (*(encode(ctx.get(path)) for path in p.scalars),
+                    *(value in have[path] for path, value in p.members), bool(ctx.get("data_categories")))
+    except TypeError:  # a member asked of a value that is no collection: the decision fails closed
+        with pytest.raises(TypeError):
+            p.key(ctx)
+        return
+    key = p.key(ctx)
+    assert key == expected and [type(v) for v in key] == [type(v) for v in expected]

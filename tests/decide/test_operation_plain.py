@@ -4,6 +4,7 @@ not, are read both ways and compared (values, types and key order)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ from marshmallow import ValidationError, validate
 
 from kti_policy.decide import operation
 from kti_policy.decide.operation import OperationSchema, load_operation
+from kti_policy.errors import UnknownVocabularyId
+from kti_policy.policy.loader import load_policy_set
 
 SCHEMA = OperationSchema()
 PLAIN = operation._PLAIN
@@ -22,7 +25,7 @@ IDS = st.sampled_from(["disclose", "process", "collect", "subject_request", "sto
 TIMES = st.sampled_from(["2026-03-02T10:00:00+02:00", "2026-03-02T10:00:00", "2026-03-02", "0001-01-01T00:00:00+05:00",
                          "9999-12-31T23:00:00-05:00", "not a time", "2026-02-30T10:00:00Z", "2026-03-02T10:00:00.123456Z"])
 ODD = st.one_of(st.none(), st.booleans(), st.integers(-2, 3), st.floats(allow_nan=False), st.just(""),
-                st.just("x" * 300), st.just([]), st.just({}), st.just("FI\n"), st.just(1.0))
+                st.just("x" * 300), st.builds(list), st.builds(dict), st.just("FI\n"), st.just(1.0))
 
 
 def _value(kind: str) -> st.SearchStrategy[Any]:
@@ -124,3 +127,63 @@ def test_a_validator_as_a_predicate_passes_where_marshmallow_passes(check: Any, 
         expected = False
     assert operation._passes((check,))(value) is expected
     assert operation._passes((check, validate.Length(max=2)))(value) is (expected and len(value) <= 2)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(bodies(), st.randoms(use_true_random=False), st.booleans())
+def test_plain_dump_of_data_in_any_order_is_marshmallows(body: dict[str, Any], rnd: Any, extra: bool) -> None:
+    """The dump walks the keys present when they come in the schema's order (as a load leaves
+    them) and the fields otherwise: both answer what marshmallow's dump answers."""
+    assert PLAIN is not None
+    try:
+        loaded = PLAIN.load(body)
+    except operation._NotPlain:
+        return
+
+    def shuffled(data: dict[str, Any]) -> dict[str, Any]:
+        items = [(k, shuffled(v) if isinstance(v, dict) else v) for k, v in data.items()]
+        rnd.shuffle(items)
+        return dict(items, **({"not_a_field": 1} if extra else {}))
+
+    for data in (loaded, shuffled(loaded)):
+        assert repr(PLAIN.dump(data)) == repr(SCHEMA.dump(data))
+
+
+def test_plain_dump_writes_a_value_of_another_type_as_marshmallow_does() -> None:
+    assert PLAIN is not None
+    data = {"operation": 7, "data_categories": ["email", 3, None], "subject": {"id": 12, "erasure_requested": 1}}
+    assert repr(PLAIN.dump(data)) == repr(SCHEMA.dump(data))
+
+
+VOCAB = load_policy_set(Path(__file__).parent.parent / "data" / "clean").vocabulary
+
+
+def _first_unknown(check: Any, data: dict[str, Any]) -> Any:
+    try:
+        check(data, VOCAB, "operations[3].")
+    except UnknownVocabularyId as exc:
+        return (exc.message, exc.details)
+    return None
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(bodies(), st.sampled_from([None, "subject", "recipient", "request"]), st.sampled_from([None, 5, ["x", None]]))
+def test_vocabulary_checks_answer_as_the_field_by_field_walk(body: dict[str, Any], where: Any, odd: Any) -> None:
+    """``_all_known`` only lets through what the walk lets through: the same first error, or none."""
+    try:
+        data = load_operation(body)
+    except ValidationError:
+        return
+    if where is not None and odd is not None and isinstance(data.get(where), dict):
+        data[where] = {**data[where], "consents" if where == "subject" else "type": odd}
+    walked = _first_unknown(operation._raise_first_unknown, data)
+    assert _first_unknown(operation._check_vocabulary, data) == walked
+    if operation._all_known(data, VOCAB.kinds):
+        assert walked is None
+
+
+def test_a_known_request_takes_the_inline_vocabulary_check() -> None:
+    data = load_operation({"operation": "disclose", "data_categories": ["email"], "subject": {"id": "c-1"},
+                           "recipient": {"type": "authority", "country": "FI"}})
+    assert operation._all_known(data, VOCAB.kinds)
+    assert not operation._all_known({**data, "data_categories": ["email", "nope"]}, VOCAB.kinds)

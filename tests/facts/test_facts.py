@@ -131,3 +131,53 @@ def test_merge_inline_never_removes_a_restrictive_recorded_fact(recorded: Subjec
 )
 def test_merge_inline_examples(recorded: SubjectFacts, inline: dict[str, Any] | None, expected: SubjectFacts) -> None:
     assert recorded.merge_inline(inline) == expected
+
+
+def _reference_dict(f: SubjectFacts) -> dict[str, Any]:
+    """``SubjectFacts.to_dict`` as first written, one call per field: the fast form must match it."""
+    def iso(t: datetime | None) -> str | None:
+        return t.isoformat() if t is not None else None
+
+    return {
+        "consents": sorted(f.consents), "objections": sorted(f.objections), "relationship": f.relationship,
+        "erasure_requested": f.erasure_requested, "access_requests": [t.isoformat() for t in f.access_requests],
+        "last_access_request_at": iso(f.last_access_request_at), "kind": f.kind,
+        "relationship_started_at": iso(f.relationship_started_at), "relationship_ended_at": iso(f.relationship_ended_at),
+        "erasure_requested_at": iso(f.erasure_requested_at), "restricted": f.restricted,
+        "restricted_at": iso(f.restricted_at), "consents_at": {k: t.isoformat() for k, t in f.consents_at},
+        "objections_at": {k: t.isoformat() for k, t in f.objections_at},
+        "withdrawn_consents": sorted(f.withdrawn_consents),
+    }
+
+
+_times = st.datetimes(timezones=st.sampled_from([UTC, None]))
+_ids = st.sampled_from(["disclosure", "direct_marketing", "marketing", "b", "a"])
+any_facts = st.builds(
+    SubjectFacts,
+    consents=st.frozensets(_ids), objections=st.frozensets(_ids),
+    relationship=st.sampled_from([None, "active", "ended"]), erasure_requested=st.booleans(),
+    access_requests=st.lists(_times, max_size=3).map(tuple), kind=st.sampled_from([None, "consumer"]),
+    relationship_started_at=st.none() | _times, relationship_ended_at=st.none() | _times,
+    erasure_requested_at=st.none() | _times, restricted=st.booleans(), restricted_at=st.none() | _times,
+    consents_at=st.dictionaries(_ids, _times, max_size=2).map(lambda d: tuple(sorted(d.items()))),
+    objections_at=st.dictionaries(_ids, _times, max_size=2).map(lambda d: tuple(sorted(d.items()))),
+    withdrawn_consents=st.frozensets(_ids),
+)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(any_facts)
+def test_to_dict_is_the_field_by_field_form(facts: SubjectFacts) -> None:
+    assert repr(facts.to_dict()) == repr(_reference_dict(facts))
+    assert repr(facts.to_dict()) == repr(_reference_dict(facts))  # from the kept texts
+
+
+def test_to_dict_answers_fresh_containers_each_call() -> None:
+    """The texts are kept with the (frozen) facts; the lists and maps are the caller's own."""
+    facts = SubjectFacts(consents=frozenset({"b", "a"}), consents_at=(("a", T0),), access_requests=(T0,))
+    first = facts.to_dict()
+    first["consents"].append("x")
+    first["consents_at"]["x"] = "y"
+    first["access_requests"].clear()
+    assert repr(facts.to_dict()) == repr(_reference_dict(facts))
+    assert facts == SubjectFacts.from_dict(facts.to_dict()) and hash(facts) == hash(SubjectFacts.from_dict(facts.to_dict()))

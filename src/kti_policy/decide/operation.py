@@ -103,6 +103,11 @@ class CookieSchema(_Base):
     lifetime_days = fields.Integer(strict=True, validate=validate.Range(min=0, max=100_000))
 
 
+# the part of a request each operation needs (a logged request replayed may predate "cookie")
+_NEEDS_REPLAYED = {"process": "purpose", "disclose": "recipient", "subject_request": "request", "collect": "source"}
+_NEEDS = {**_NEEDS_REPLAYED, "store_cookie": "cookie"}
+
+
 class OperationSchema(_Base):
     """The body of ``POST /v1/decisions`` (CONTRACT section 2)."""
 
@@ -122,9 +127,7 @@ class OperationSchema(_Base):
     def _needed(self, data: dict[str, Any], **_: Any) -> None:
         op = data.get("operation")
         replay = _REPLAYING.get()
-        needs = {"process": "purpose", "disclose": "recipient", "subject_request": "request", "collect": "source"}
-        if not replay:
-            needs["store_cookie"] = "cookie"
+        needs = _NEEDS_REPLAYED if replay else _NEEDS
         errors: dict[str, Any] = {}
         if op != "store_cookie" and "subject" not in data:
             errors["subject"] = [f"required for operation {op!r}"]
@@ -195,7 +198,7 @@ class _PlainSchema:
                 raise _Unsupported(f"{type(schema).__name__}.{name}")
             self._validators.append(getattr(schema, name))
         self._load: list[tuple[str, str, Any, Any]] = []  # data_key, attribute, reader, default
-        self._dump: list[tuple[str, str, Any]] = []  # attribute, data_key, writer
+        self._dump: list[tuple[str, str, type, Callable[[Any], Any]]] = []  # attribute, data_key, writer
         for name, field in schema.fields.items():
             if field.load_only or field.dump_only or field.dump_default is not missing:
                 raise _Unsupported(f"{type(schema).__name__}.{name}")
@@ -203,8 +206,10 @@ class _PlainSchema:
             attr = field.attribute or name
             default = _REQUIRED if field.required else field.load_default
             self._load.append((key, attr, self._reader(field), default))
-            self._dump.append((attr, key, self._writer(field)))
+            self._dump.append((attr, key, *self._writer(field)))
         self._keys = frozenset(key for key, _, _, _ in self._load)
+        # attribute -> (its place in the schema, data_key, plain, write)
+        self._dump_of = {attr: (i, key, plain, write) for i, (attr, key, plain, write) in enumerate(self._dump)}
 
     def _reader(self, field: fields.Field) -> Any:
         """A function value -> loaded value for one field, raising ``_NotPlain`` when in doubt."""
@@ -248,25 +253,28 @@ class _PlainSchema:
                 raise _Unsupported("a lenient Integer")
             return lambda value: value if type(value) is int and ok(value) else _fail()
         if type(field) is fields.String:
+            bounds = _length_bounds(tuple(field.validators))
+            if bounds is not None:  # an id or a text: the length compared here, not in a call
+                low, high = bounds
+                return lambda value: value if type(value) is str and low <= len(value) <= high else _fail()
             return lambda value: value if type(value) is str and ok(value) else _fail()
         raise _Unsupported(type(field).__name__)
 
-    def _writer(self, field: fields.Field) -> Any:
-        """A function loaded value -> dumped value for one field (None stays None, as in dump)."""
+    def _writer(self, field: fields.Field) -> tuple[type, Callable[[Any], Any]]:
+        """How one field dumps: ``(plain, write)``. A value of type ``plain``, or None, is its own
+        dump (a str field's str, as ``dump`` leaves it) and is passed through without a call;
+        anything else goes through ``write``. Nested objects, lists and times are never plain."""
         if isinstance(field, fields.Nested):
-            nested = _PlainSchema(field.schema)
-            return lambda value: None if value is None else nested.dump(value)
+            return _NeverPlain, _PlainSchema(field.schema).dump
         if isinstance(field, fields.List):
-            item = self._writer(field.inner)
-            return lambda value: None if value is None else [item(v) for v in value]
+            item, write = self._writer(field.inner)
+            return _NeverPlain, lambda value: [v if type(v) is item or v is None else write(v) for v in value]
         if isinstance(field, fields.AwareDateTime):
-            return lambda value: field._serialize(value, None, None)  # noqa: SLF001
-        plain = {fields.String: str, fields.Boolean: bool, fields.Integer: int}.get(type(field))
+            return _NeverPlain, lambda value: field._serialize(value, None, None)  # noqa: SLF001
+        plain: type | None = {fields.String: str, fields.Boolean: bool, fields.Integer: int}.get(type(field))
         if plain is None:
             raise _Unsupported(type(field).__name__)
-        return lambda value: (
-            value if type(value) is plain or value is None else field._serialize(value, None, None)  # noqa: SLF001
-        )
+        return plain, lambda value: field._serialize(value, None, None)  # noqa: SLF001
 
     def load(self, body: Any) -> dict[str, Any]:
         """``schema.load(body)`` for a plainly valid body; ``_NotPlain`` otherwise."""
@@ -274,17 +282,15 @@ class _PlainSchema:
             raise _NotPlain
         out: dict[str, Any] = {}
         for key, attr, read, default in self._load:
-            value = body.get(key, missing)
-            if value is missing:
-                if default is missing:
-                    continue
+            if key in body:
+                value = body[key]
+                if value is None:
+                    raise _NotPlain
+                out[attr] = read(value)
+            elif default is not missing:
                 if default is _REQUIRED:
                     raise _NotPlain
                 out[attr] = default() if callable(default) else default
-            elif value is None:
-                raise _NotPlain
-            else:
-                out[attr] = read(value)
         for validator in self._validators:
             try:
                 validator(out, partial=None, many=False, unknown=RAISE)
@@ -293,12 +299,35 @@ class _PlainSchema:
         return out
 
     def dump(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """``schema.dump(data)``: the fields present, in the schema's order, data keys outside."""
+        """``schema.dump(data)``: the fields present, in the schema's order, data keys outside.
+
+        ``load`` (and ``schema.load``) leave the keys in the schema's order, so the usual case
+        walks only the keys present (a request names few of the fields); data in another order,
+        or with a key the schema does not name, is dumped field by field."""
         out: dict[str, Any] = {}
-        for attr, key, write in self._dump:
-            if attr in data:
-                out[key] = write(data[attr])
+        fields = self._dump_of
+        last = -1
+        for attr, value in data.items():
+            if attr not in fields:
+                return self._dump_by_field(data)
+            at, key, plain, write = fields[attr]
+            if at < last:
+                return self._dump_by_field(data)
+            last = at
+            out[key] = value if type(value) is plain or value is None else write(value)
         return out
+
+    def _dump_by_field(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for attr, key, plain, write in self._dump:
+            if attr in data:
+                value = data[attr]
+                out[key] = value if type(value) is plain or value is None else write(value)
+        return out
+
+
+class _NeverPlain:
+    """The ``plain`` type of a field that always dumps through its writer: no value is one."""
 
 
 _REQUIRED = object()  # the load default of a required field: its absence is marshmallow's to word
@@ -315,9 +344,9 @@ def _passes(checks: tuple[Any, ...]) -> Callable[[Any], bool]:
     bench workload: 4.5 -> 3.7 us, measured)."""
     if not checks:
         return _always
-    if len(checks) == 1 and type(checks[0]) is validate.Length and checks[0].equal is None:
-        low = checks[0].min if checks[0].min is not None else 0
-        high = checks[0].max if checks[0].max is not None else math.inf
+    bounds = _length_bounds(checks)
+    if bounds is not None:
+        low, high = bounds
         return lambda value: low <= len(value) <= high
 
     def passes(value: Any) -> bool:
@@ -329,6 +358,15 @@ def _passes(checks: tuple[Any, ...]) -> Callable[[Any], bool]:
         return True
 
     return passes
+
+
+def _length_bounds(checks: tuple[Any, ...]) -> tuple[float, float] | None:
+    """``(min, max)`` when ``checks`` is a lone ``Length`` without ``equal``: ``low <= len(value) <= high``
+    then passes exactly where it passes (no bound: 0 or infinity)."""
+    if len(checks) != 1 or type(checks[0]) is not validate.Length or checks[0].equal is not None:
+        return None
+    length = checks[0]
+    return (length.min if length.min is not None else 0, length.max if length.max is not None else math.inf)
 
 
 def _always(_: Any) -> bool:
@@ -404,7 +442,7 @@ def parse_operation(body: Any, vocabulary: Vocabulary, field_prefix: str = "", r
             return parse_operation(body, vocabulary, field_prefix)
         finally:
             _REPLAYING.reset(token)
-    if not isinstance(body, Mapping):
+    if type(body) is not dict and not isinstance(body, Mapping):  # a JSON object skips the abc check
         where = field_prefix.rstrip(".")
         raise RequestError(f"{where or 'the body'} must be a JSON object", {"field": where or None})
     try:
@@ -422,6 +460,12 @@ def parse_operation(body: Any, vocabulary: Vocabulary, field_prefix: str = "", r
 def _check_vocabulary(data: Mapping[str, Any], vocabulary: Vocabulary, field_prefix: str) -> None:
     """Raise ``UnknownVocabularyId`` for the first id-valued field (``_VOCAB_FIELDS``) that names an
     id the vocabulary does not know. A field that is not given (or an object that is not) is skipped."""
+    if not _all_known(data, vocabulary.kinds):
+        _raise_first_unknown(data, vocabulary, field_prefix)
+
+
+def _raise_first_unknown(data: Mapping[str, Any], vocabulary: Vocabulary, field_prefix: str) -> None:
+    """The checks field by field, in ``_VOCAB_FIELDS`` order: the first unknown id raises."""
     for path, kind in _VOCAB_FIELDS:
         value = data.get(path[0])
         for part in path[1:]:
@@ -435,6 +479,39 @@ def _check_vocabulary(data: Mapping[str, Any], vocabulary: Vocabulary, field_pre
                     raise UnknownVocabularyId(f"{field_prefix}{'.'.join(path)}[{i}]", v, vocabulary.ids(kind))
         elif not vocabulary.knows(kind, value):
             raise UnknownVocabularyId(field_prefix + ".".join(path), value, vocabulary.ids(kind))
+
+
+def _all_known(data: Mapping[str, Any], kinds: Mapping[str, Mapping[str, Any]]) -> bool:
+    """True when every id-valued field given is a str (or a list of str) the vocabulary knows:
+    ``Vocabulary.knows`` for each, inline. False for anything else, also for what the walk may skip
+    (a None item, an object that is not a dict): ``_raise_first_unknown`` then decides, and words
+    the first error (a valid request of the bench workload: 1.7 -> 0.8 us, measured)."""
+    for top, sub, kind in _VOCAB_CHECKS:
+        value = data.get(top)
+        if value is None:
+            continue
+        if sub is not None:
+            if type(value) is not dict:
+                return False
+            value = value.get(sub)
+            if value is None:
+                continue
+        ids = kinds.get(kind, _NO_IDS)
+        if type(value) is str:
+            if value not in ids:
+                return False
+        elif type(value) is list:
+            for v in value:
+                if type(v) is not str or v not in ids:
+                    return False
+        else:
+            return False
+    return True
+
+
+_NO_IDS: Mapping[str, Any] = {}
+# _VOCAB_FIELDS as (field, field of the nested object or None, kind)
+_VOCAB_CHECKS = tuple((path[0], path[1] if len(path) > 1 else None, kind) for path, kind in _VOCAB_FIELDS)
 
 
 def _prefixed(errs: Mapping[str, Any], prefix: str) -> dict[str, Any]:
