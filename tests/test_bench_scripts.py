@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
     [
         ("engine_bench.py", ["-n", "300", "--rounds", "1"], "uncached decision / durable-rules alone"),
         ("app_profile.py", ["-n", "300", "--rounds", "1", "--profile", ""], "target 3: batch decision"),
+        ("app_profile.py", ["-n", "300", "--rounds", "1", "--profile", "", "--facts-cache-size", "0"],
+         "target 2: single"),
     ],
 )
 def test_bench_runs(script: str, args: list[str], expect: str) -> None:
