@@ -394,7 +394,6 @@ class Store:
         contract's). ``batch`` (default: more than one event) prefixes error fields with
         ``events[i].``. Raises ``RequestError``/``UnknownVocabularyId``/``EventConflict``.
         """
-
         if not isinstance(events, (list, tuple)):
             raise RequestError("events: must be a list", {"field": "events"})
         if len(events) > MAX_BATCH:
@@ -553,7 +552,7 @@ class Store:
         """The recorded facts of each subject now (empty facts for one with no events).
 
         The hottest read of the service (once per decision request). The facts cache answers for
-        subjects read since the last event was recorded anywhere (``factcache``: one small row
+        subjects read since the last event was recorded anywhere (``factcache``: one small sum
         read per request); the others are read with one indexed query (``subject_key IN (...)``
         per chunk, never one query per subject) and folded. Reads run SQLAlchemy's compiled
         statements on a driver connection (on SQLite the one ``SharedReader`` keeps, not the pool's):

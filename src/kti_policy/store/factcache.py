@@ -1,13 +1,14 @@
 """Subjects' folded facts kept in memory while the events table has not changed.
 
 Reading a subject's events and folding them was the largest single cost of a decision request
-(bench/app_profile.py). Events are only ever appended, and every transaction that appends one also
-adds one to the ``facts_version`` row in the same transaction (``store.db``), so:
+(bench/app_profile.py). Triggers on ``events`` (migration 0003) raise the facts version (the sum of
+the ``facts_version`` rows) for every row inserted, updated or deleted, in the same transaction,
+whoever writes, so:
 
 * a request reads the version first, then the events of subjects it has no facts for;
-* facts read after the version was ``n`` are at least as new as ``n``; while a later request still
-  reads ``n``, no event has been committed since, by this process or any other replica, so those
-  facts are the subject's facts now;
+* facts read after the version was ``v`` are at least as new as ``v``; while a later request still
+  reads ``v``, no change to ``events`` has been committed since, by this process or any other
+  replica, so those facts are the subject's facts now;
 * any other version drops every entry. One new event anywhere invalidates all: simple, and the
   alternative (a missed invalidation) would allow what the subject has objected to.
 
@@ -63,10 +64,6 @@ class FactsCache:
                 if key not in facts and len(facts) >= self.size:
                     del facts[next(iter(facts))]  # the oldest entry
                 facts[key] = value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._version, self._facts = None, {}
 
     def __len__(self) -> int:
         return len(self._facts)
