@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from kti_policy.decide.decision import EVAL_ERROR, Decision, Reason
+from kti_policy.decide.decision import EVAL_ERROR, Decision, Reason, new_decision_id
 from kti_policy.decide.operation import Operation, parse_operation
 from kti_policy.errors import RequestError
 from kti_policy.facts.fold import SubjectFacts
@@ -90,7 +89,7 @@ def _facts_by_subject(
 
 def _fail_closed(op: Operation, version: str, fault: str) -> Decision:
     return Decision(
-        "dec_" + uuid.uuid4().hex,
+        new_decision_id(),
         False,
         (Reason(EVAL_ERROR, "forbid", _FACTS_UNAVAILABLE, ""),),
         (),

@@ -118,6 +118,7 @@ class SharedReader:
         """The kept cursor on ``engine`` (the store's engine may be replaced)."""
         with self._lock:
             if self._conn is None or self._opened != (engine, os.getpid()):
+                self._close_own()  # the one a replaced engine opened; a parent's is left alone
                 conn = engine.raw_connection()
                 self._conn, self._cursor, self._opened = conn, conn.cursor(), (engine, os.getpid())
             conn = self._conn
@@ -130,10 +131,14 @@ class SharedReader:
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None and self._opened is not None and self._opened[1] == os.getpid():
-                self._cursor.close()
-                self._conn.close()
-            self._conn = self._cursor = None
+            self._close_own()
+
+    def _close_own(self) -> None:
+        """Close the kept connection if this process opened it; forget it either way."""
+        if self._conn is not None and self._opened is not None and self._opened[1] == os.getpid():
+            self._cursor.close()
+            self._conn.close()
+        self._conn = self._cursor = None
 
 
 class _FactRow(NamedTuple):
