@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kti_policy.api.jsonresp import FastJSONProvider, dumps_line
+from kti_policy.facts.fold import SubjectFacts
 
 # what our answers and log lines are made of: str keys; str (any unicode), int, bool, None
 scalars = st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.text()
@@ -73,3 +74,22 @@ def test_debug_mode_still_indents() -> None:
     app.debug = True
     with app.app_context():
         assert app.json.response({"a": 1}).get_data() == b'{\n  "a": 1\n}\n'
+
+
+FACTS = SubjectFacts.from_dict({
+    "consents": ["marketing_email"], "objections": ["direct_marketing"], "relationship": "ended",
+    "erasure_requested": True, "kind": "consumer", "relationship_ended_at": "2026-03-01T10:00:00+00:00",
+    "consents_at": {"marketing_email": "2025-01-02T03:04:05+00:00"}, "access_requests": ["2026-01-05T00:00:00+00:00"],
+})
+
+
+@settings(max_examples=200, deadline=None)
+@given(obj=st.dictionaries(st.text(), values, max_size=4), big=st.booleans())
+def test_facts_kept_as_json_text_write_the_line_their_dict_writes(obj: dict[str, Any], big: bool) -> None:
+    """``SubjectFacts.log_json`` in a record: the same line as the facts' dict, through orjson and
+    through the standard library's fallback (a 70-bit int sends the whole line there)."""
+    extra = {"big": 2**70} if big else {}
+    with_text = {**obj, "facts": FACTS.log_json, **extra}
+    with_dict = {**obj, "facts": FACTS.to_dict(), **extra}
+    assert dumps_line(with_text) == json.dumps(with_dict, ensure_ascii=False, separators=(",", ":"), default=str)
+    assert FACTS.log_json is FACTS.log_json  # written once per facts object

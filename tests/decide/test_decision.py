@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from kti_policy.decide import decision as decision_module
 from kti_policy.decide import obligations as obligations_module
 from kti_policy.decide.decision import (
     DEFAULT_DENY,
@@ -254,8 +255,43 @@ def test_decision_ids_are_uuid4_hex(monkeypatch: pytest.MonkeyPatch) -> None:
     ids = {new_decision_id() for _ in range(1000)}
     assert len(ids) == 1000 and all(re.fullmatch(r"dec_[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}", i) for i in ids)
     for raw in (bytes(16), b"\xff" * 16, bytes(range(16))):  # the same bits uuid4 makes of the same bytes
-        monkeypatch.setattr(os, "urandom", lambda n, raw=raw: raw[:n])
+        monkeypatch.setattr(os, "urandom", lambda n, raw=raw: (raw * (n // 16 + 1))[:n])
+        decision_module._RANDOM._reset()
         assert new_decision_id() == "dec_" + uuid.UUID(bytes=raw, version=4).hex
+
+
+def test_decision_ids_take_each_random_byte_once_and_refill(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    counter = iter(range(10**6))
+
+    def urandom(n: int) -> bytes:
+        calls.append(n)
+        return b"".join(next(counter).to_bytes(16, "big") for _ in range(n // 16))
+
+    monkeypatch.setattr(os, "urandom", urandom)
+    decision_module._RANDOM._reset()
+    per_read = decision_module._RandomPool.SIZE // 16
+    ids = [new_decision_id() for _ in range(per_read + 1)]
+    assert calls == [decision_module._RandomPool.SIZE] * 2  # one read per 256 ids, then the next
+    assert len(set(ids)) == len(ids)
+    assert ids[1] == "dec_" + uuid.UUID(int=1, version=4).hex  # the second 16 bytes, not the first again
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    new_decision_id()  # the parent's pool holds unused bytes at the fork
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.close(read_end)
+        os.write(write_end, " ".join(new_decision_id() for _ in range(20)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as fh:
+        child = set(fh.read().split())
+    os.waitpid(pid, 0)
+    parent = {new_decision_id() for _ in range(20)}
+    assert len(child) == 20 and not child & parent
 
 
 def test_an_outcome_is_combined_once_per_matched_set_and_obligations_per_call() -> None:

@@ -7,6 +7,7 @@ random interleaving of writes and reads compared step by step with a store that 
 
 from __future__ import annotations
 
+import os
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -200,4 +201,30 @@ def test_the_kept_sqlite_connection_is_replaced_after_a_failure(make_store: Any)
     store._shared_reader._conn.driver_connection.close()  # the connection breaks under it
     with pytest.raises(Exception, match="closed"):
         store.facts_for("c1")
+    assert store.facts_for("c1").objections == {"direct_marketing"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_opens_its_own_kept_connection(make_store: Any) -> None:
+    """A gunicorn worker forked from a process that already read must not share its SQLite
+    connection (the kept process id is renewed at the fork, without a getpid per read)."""
+    if make_store.db.backend != "sqlite":
+        pytest.skip("PostgreSQL reads through the pool")
+    store = make_store()
+    store.record_events([ev(1, subject="c1")])
+    assert store.facts_for("c1").objections == {"direct_marketing"}
+    parent_conn = store._shared_reader._conn
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: read, and say whether it did so on a connection of its own
+        ok = store.facts_for("c1").objections == {"direct_marketing"}
+        own = store._shared_reader._conn is not parent_conn and store._shared_reader._opened[1] == os.getpid()
+        os.write(write_end, b"ok" if ok and own else b"no")
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        said = fh.read()
+    os.waitpid(pid, 0)
+    assert said == b"ok"
+    assert store._shared_reader._conn is parent_conn  # the child left the parent's alone
     assert store.facts_for("c1").objections == {"direct_marketing"}

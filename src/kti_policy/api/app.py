@@ -98,7 +98,7 @@ class KtiState:
                 sid = d.operation.subject_id
                 if sid not in keys:
                     keys[sid] = self.subject_key(sid)
-                record = d.log_record(keys[sid])
+                record = d.log_record(keys[sid], facts_json=True)
                 records.append({**record, **extra[i]} if extra else record)
             try:
                 self.decision_log.write_many(records)
@@ -255,9 +255,9 @@ def _bounded_chunked_body(app: Flask) -> Response | None:
     one byte past the limit: over is 413, as with a ``Content-Length``; within, the rest of the
     request sees an ordinary body of known length."""
     environ = request.environ
-    if request.content_length is not None or "wsgi.input_terminated" not in environ:
-        return None
     if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return None  # first: the cheap test that rules out nearly every request
+    if request.content_length is not None or "wsgi.input_terminated" not in environ:
         return None
     limit = int(app.config["MAX_CONTENT_LENGTH"])
     data = environ["wsgi.input"].read(limit + 1)

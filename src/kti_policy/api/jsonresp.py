@@ -19,6 +19,8 @@ from typing import Any
 import orjson
 from flask.json.provider import DefaultJSONProvider
 
+from kti_policy.facts.fold import FactsJSON
+
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
@@ -42,8 +44,26 @@ class FastJSONProvider(DefaultJSONProvider):
 
 def dumps_line(record: Mapping[str, Any], default: Callable[[Any], Any] = str) -> str:
     """One compact JSON line, UTF-8, keys in their order: ``json.dumps(record, ensure_ascii=False,
-    separators=(",", ":"), default=default)``, by orjson where it can."""
+    separators=(",", ":"), default=default)``, by orjson where it can. A ``FactsJSON`` in it is
+    written as its facts' dict would be (orjson: its kept text; the fallback: the dict)."""
     try:
-        return orjson.dumps(record, default=default, option=_OPTIONS).decode()
+        return orjson.dumps(record, default=_FAST_DEFAULTS.get(default) or _fast(default), option=_OPTIONS).decode()
     except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=default)
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_slow(default))
+
+
+def _fast(default: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def fast(value: Any) -> Any:
+        return value.fragment if type(value) is FactsJSON else default(value)
+
+    return fast
+
+
+def _slow(default: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def slow(value: Any) -> Any:
+        return value.facts.to_dict() if type(value) is FactsJSON else default(value)
+
+    return slow
+
+
+_FAST_DEFAULTS: dict[Callable[[Any], Any], Callable[[Any], Any]] = {str: _fast(str)}

@@ -9,8 +9,10 @@ classes, so the published schema cannot drift from what the service checks.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+import orjson
 from flask import request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from werkzeug.exceptions import UnsupportedMediaType
@@ -146,26 +148,12 @@ def read_json_object() -> dict[str, Any]:
     (``"\\ud800"``: valid JSON, but no UTF-8 text; it would fail later, in the pseudonym's hash or
     the log line). Every endpoint that takes JSON reads it here, so the checks cover them all.
     """
-    if not request.is_json:
+    if request.environ.get("CONTENT_TYPE") != "application/json" and not request.is_json:
         raise UnsupportedMediaType(
             "the body must be JSON: send 'Content-Type: application/json'"
         )
     raw = request.get_data(cache=True)
-    repeated: list[bool] = []
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        obj = _object_without_duplicates(items)
-        if isinstance(obj, _DuplicateKeys):
-            repeated.append(True)
-        return obj
-
-    try:
-        body = json.loads(raw, object_pairs_hook=pairs)
-    except (ValueError, RecursionError) as exc:
-        detail: dict[str, Any] = {}
-        if isinstance(exc, json.JSONDecodeError):
-            detail = {"line": exc.lineno, "col": exc.colno}
-        raise RequestError("the body is not valid JSON", detail) from None
+    body, repeated = _parse_json(raw)
     if not isinstance(body, dict):
         raise RequestError(
             f"the body must be a JSON object, not {_json_type(body)}", {"fields": {"_schema": []}}
@@ -177,6 +165,65 @@ def read_json_object() -> dict[str, Any]:
         where, what = problem
         raise RequestError(f"{where}: {what}", {"field": where, "fields": {where: [what]}})
     return body
+
+
+def _parse_json(raw: bytes) -> tuple[Any, bool]:
+    """The parsed body and whether an object in it repeated a key (a ``_DuplicateKeys`` marks it).
+
+    orjson parses a request body in a fraction of the standard library's time but keeps the last
+    of repeated keys silently, turns integers beyond 64 bits into floats and rejects what the
+    standard library reads (a BOM, UTF-16, NaN, lone surrogates, 1e400). Its answer is used only
+    when it is provably the standard library's: it parsed, no float in it, and as many keys as
+    the text has key ends (a ``"`` then ``:``; every key has one, and a string may add more, so
+    equal counts mean that no key was repeated). Every other body takes the standard parser, whose
+    answers and errors are the ones clients have always had (``tests/api/test_schemas.py``)."""
+    try:
+        fast = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        keys = _keys_unless_float(fast)
+        if keys is not None and keys == len(_KEY_END.findall(raw)):
+            return fast, False
+    return _parse_json_stdlib(raw)
+
+
+#: where a key ends in JSON text: its closing quote, optional JSON whitespace, the colon
+_KEY_END = re.compile(rb'"[ \t\n\r]*:')
+
+
+def _keys_unless_float(value: Any) -> int | None:
+    """How many keys the objects in ``value`` hold; None when it holds a float anywhere."""
+    keys = 0
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            keys += len(v)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, float):
+            return None
+    return keys
+
+
+def _parse_json_stdlib(raw: bytes) -> tuple[Any, bool]:
+    repeated: list[bool] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = _object_without_duplicates(items)
+        if isinstance(obj, _DuplicateKeys):
+            repeated.append(True)
+        return obj
+
+    try:
+        return json.loads(raw, object_pairs_hook=pairs), bool(repeated)
+    except (ValueError, RecursionError) as exc:
+        detail: dict[str, Any] = {}
+        if isinstance(exc, json.JSONDecodeError):
+            detail = {"line": exc.lineno, "col": exc.colno}
+        raise RequestError("the body is not valid JSON", detail) from None
 
 
 def _may_hold_surrogate(raw: bytes) -> bool:

@@ -12,12 +12,13 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from threading import Lock
 from typing import Any
 
 from kti_policy.errors import PolicyError, PolicyErrors, Position
 from kti_policy.facts.fold import SubjectFacts
+from kti_policy.once import once_property
 from kti_policy.policy.conditions import AT, matching_rules
 from kti_policy.policy.model import PolicySet, Rule, Text
 
@@ -44,11 +45,42 @@ _UUID4_SET = (0x8000 << 48) | (4 << 76)
 OUTCOME_CACHE_SIZE = 4096  # distinct sets of matching rules combined and kept per Decider
 
 
+class _RandomPool:
+    """``os.urandom`` read 4 KiB at a time and handed out 16 bytes per id.
+
+    One ``getrandom`` system call per decision was a sixth of a decision in a batch once the
+    request had evicted the CPU's caches (bench/app_profile.py under py-spy); the bytes are the
+    kernel's all the same, each handed out once. A forked child starts with an empty pool and a
+    new lock (``os.register_at_fork``): a gunicorn worker never repeats its parent's or a sibling's
+    ids."""
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = Lock()
+        self._bytes = b""
+        self._at = 0
+
+    def take16(self) -> bytes:
+        with self._lock:
+            at = self._at
+            if at + 16 > len(self._bytes):
+                self._bytes, at = os.urandom(self.SIZE), 0
+            self._at = at + 16
+            return self._bytes[at : at + 16]
+
+
+_RANDOM = _RandomPool()
+os.register_at_fork(after_in_child=_RANDOM._reset)
+
+
 def new_decision_id() -> str:
-    """``"dec_" + uuid.uuid4().hex``, the same 122 random bits from ``os.urandom`` and the same
-    version and variant bits, written without building a ``UUID`` object: half the cost of
-    ``uuid4`` (1.7 -> 0.8 us), which was a tenth of a warm decision."""
-    return "dec_%032x" % (int.from_bytes(os.urandom(16), "big") & _UUID4_CLEAR | _UUID4_SET)
+    """``"dec_" + uuid.uuid4().hex``: 122 random bits from ``os.urandom`` (through ``_RandomPool``)
+    with uuid4's version and variant bits, written without building a ``UUID`` object."""
+    return "dec_%032x" % (int.from_bytes(_RANDOM.take16(), "big") & _UUID4_CLEAR | _UUID4_SET)
 
 
 @dataclass(frozen=True)
@@ -86,7 +118,7 @@ class Decision:
     def decision(self) -> str:
         return "allow" if self.allowed else "deny"
 
-    @cached_property
+    @once_property
     def evaluated_at_text(self) -> str:
         """``evaluated_at`` in ISO 8601, written once: the answer and the log line both show it."""
         return self.evaluated_at.isoformat()
@@ -107,13 +139,16 @@ class Decision:
             "evaluated_at": self.evaluated_at_text,
         }
 
-    def log_record(self, subject_key: str | None) -> dict[str, Any]:
-        """One decision-log line: enough to replay it, with the subject id pseudonymised."""
+    def log_record(self, subject_key: str | None, facts_json: bool = False) -> dict[str, Any]:
+        """One decision-log line: enough to replay it, with the subject id pseudonymised.
+
+        ``facts_json``: the facts as their JSON text (``SubjectFacts.log_json``, written once per
+        facts object), which the decision log writes as is, instead of a fresh dict."""
         return {
             "decision_id": self.decision_id,
             "time": self.evaluated_at_text,
             "request": self.operation.to_dict(subject_id=subject_key),
-            "facts": self.facts.to_dict(),
+            "facts": self.facts.log_json if facts_json else self.facts.to_dict(),
             "decision": self.decision,
             "rules": self.rule_ids,
             "obligations": [o.to_dict("en") for o in self.obligations],

@@ -22,8 +22,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
+
+import orjson
+
+from kti_policy.once import once_property
+
+
+class FactsJSON:
+    """A subject's facts in a decision-log line: ``fragment`` is their JSON text, which orjson
+    writes into the line as is (``api.jsonresp.dumps_line``); ``facts`` serves any other encoder."""
+
+    __slots__ = ("facts", "fragment")
+
+    def __init__(self, facts: SubjectFacts) -> None:
+        self.facts = facts
+        self.fragment = orjson.Fragment(orjson.dumps(facts.to_dict()))
+
 
 # event type -> {data field: vocabulary kind (str) or a Python type} (CONTRACT section 3)
 EVENT_TYPES: dict[str, dict[str, Any]] = {
@@ -132,7 +147,14 @@ class SubjectFacts:
             "withdrawn_consents": list(withdrawn),
         }
 
-    @cached_property
+    @once_property
+    def log_json(self) -> FactsJSON:
+        """``to_dict()`` as JSON text, written once per object, for decision-log lines: the facts
+        cache hands out the same facts for a subject until its next event, and they were rebuilt
+        and re-encoded for every decision about it."""
+        return FactsJSON(self)
+
+    @once_property
     def _texts(self) -> tuple[Any, ...]:
         """The parts of ``to_dict`` that take work, as immutable values (tuples of str): computed
         on the first call, kept with the (frozen) object, never shared as a container."""

@@ -96,6 +96,20 @@ def driver_cursor(engine: Engine) -> Iterator[Any]:
         conn.close()
 
 
+class _Process:
+    """This process's id, kept: ``os.getpid()`` is a system call on every decision otherwise."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+    def forked(self) -> None:
+        self.pid = os.getpid()
+
+
+_process = _Process()
+os.register_at_fork(after_in_child=_process.forked)
+
+
 class SharedReader:
     """One DB-API connection kept for the decision path's short reads on SQLite, taken under a lock.
 
@@ -113,21 +127,31 @@ class SharedReader:
         self._cursor: Any = None  # one cursor, reused: its statements run one after another
         self._opened: tuple[Engine, int] | None = None  # the engine and process it was opened for
 
-    @contextmanager
-    def cursor(self, engine: Engine) -> Iterator[Any]:
-        """The kept cursor on ``engine`` (the store's engine may be replaced)."""
-        with self._lock:
-            if self._conn is None or self._opened != (engine, os.getpid()):
+    def cursor(self, engine: Engine) -> _Lease:
+        """``with reader.cursor(engine) as cursor``: the kept cursor on ``engine`` (the store's
+        engine may be replaced), under the lock. A class, not ``@contextmanager``: the generator's
+        machinery cost a few microseconds on every decision request."""
+        return _Lease(self, engine)
+
+    def _acquire(self, engine: Engine) -> Any:
+        self._lock.acquire()
+        try:
+            if self._conn is None or self._opened != (engine, _process.pid):
                 self._close_own()  # the one a replaced engine opened; a parent's is left alone
                 conn = engine.raw_connection()
-                self._conn, self._cursor, self._opened = conn, conn.cursor(), (engine, os.getpid())
-            conn = self._conn
-            try:
-                yield self._cursor
-            except BaseException:
-                self._conn = self._cursor = None
+                self._conn, self._cursor, self._opened = conn, conn.cursor(), (engine, _process.pid)
+        except BaseException:
+            self._lock.release()
+            raise
+        return self._cursor
+
+    def _release(self, failed: bool) -> None:
+        try:
+            if failed and self._conn is not None:
+                conn, self._conn, self._cursor = self._conn, None, None
                 conn.invalidate()
-                raise
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         with self._lock:
@@ -135,10 +159,25 @@ class SharedReader:
 
     def _close_own(self) -> None:
         """Close the kept connection if this process opened it; forget it either way."""
-        if self._conn is not None and self._opened is not None and self._opened[1] == os.getpid():
+        if self._conn is not None and self._opened is not None and self._opened[1] == _process.pid:
             self._cursor.close()
             self._conn.close()
         self._conn = self._cursor = None
+
+
+class _Lease:
+    """One use of a ``SharedReader``'s cursor: a read that raises drops the connection."""
+
+    __slots__ = ("_reader", "_engine")
+
+    def __init__(self, reader: SharedReader, engine: Engine) -> None:
+        self._reader, self._engine = reader, engine
+
+    def __enter__(self) -> Any:
+        return self._reader._acquire(self._engine)
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        self._reader._release(kind is not None)
 
 
 class _FactRow(NamedTuple):

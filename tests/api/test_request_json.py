@@ -1,0 +1,120 @@
+"""Reading request bodies (api.schemas): orjson's fast parse answers exactly as the standard
+library's parse with the repeated-key check does, on generated texts and on the known edges."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kti_policy.api import schemas
+from kti_policy.api.schemas import _DuplicateKeys, _parse_json, _parse_json_stdlib
+from kti_policy.errors import RequestError
+
+
+def canon(value: Any) -> Any:
+    """A comparable form: types kept (int vs float, a marked object and its repeated key)."""
+    if isinstance(value, dict):
+        mark = value.duplicate if isinstance(value, _DuplicateKeys) else None
+        return ("obj", mark, [(k, canon(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return ("arr", [canon(v) for v in value])
+    if isinstance(value, float):
+        return ("float", "nan" if math.isnan(value) else repr(value))
+    return (type(value).__name__, value)
+
+
+def outcome(parse: Any, raw: bytes) -> Any:
+    try:
+        body, repeated = parse(raw)
+    except RequestError as err:
+        return ("error", err.message, err.details)
+    return ("ok", canon(body), repeated)
+
+
+WS = st.sampled_from(["", " ", "\n", "\t", "\r\n ", "  "])
+KEYS = st.text(alphabet='ab":\\ é\u2028', max_size=4)
+SCALARS = (
+    st.none() | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(alphabet='ab":\\{}[], é\x00\u2028', max_size=6)
+    | st.sampled_from(["NaN", "Infinity", "1e400", "-0", "1.0", "12345678901234567890123"]).map(lambda t: ("raw", t))
+)
+
+
+def objects(children: Any) -> Any:
+    return st.lists(st.tuples(KEYS, children), max_size=4).map(lambda pairs: ("obj", pairs))
+
+
+VALUES = st.recursive(SCALARS, lambda children: st.lists(children, max_size=4) | objects(children), max_leaves=12)
+
+
+@st.composite
+def texts(draw: Any) -> bytes:
+    """JSON text of a drawn value, with drawn whitespace, escaping and (through repeated drawn
+    keys) repeated keys; sometimes a key repeated on purpose."""
+
+    def write(v: Any) -> str:
+        ws = draw(WS)
+        if isinstance(v, tuple) and v[0] == "raw":
+            return v[1]
+        if isinstance(v, tuple) and v[0] == "obj":
+            pairs = list(v[1])
+            if pairs and draw(st.booleans()):
+                pairs.append((pairs[0][0], pairs[-1][1]))  # a repeated key
+            inner = ("," + draw(WS)).join(
+                f"{json.dumps(k, ensure_ascii=draw(st.booleans()))}{draw(WS)}:{draw(WS)}{write(x)}" for k, x in pairs
+            )
+            return "{" + ws + inner + draw(WS) + "}"
+        if isinstance(v, list):
+            return "[" + ws + ",".join(write(x) for x in v) + "]"
+        if isinstance(v, float):
+            return json.dumps(v)  # NaN / Infinity too: the standard library reads them
+        return json.dumps(v, ensure_ascii=draw(st.booleans()))
+
+    top = ("obj", draw(st.lists(st.tuples(KEYS, VALUES), max_size=5))) if draw(st.booleans()) else draw(VALUES)
+    return write(top).encode()
+
+
+@settings(max_examples=800, deadline=None)
+@given(texts())
+def test_the_fast_parse_answers_as_the_standard_library(raw: bytes) -> None:
+    assert outcome(_parse_json, raw) == outcome(_parse_json_stdlib, raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40) | st.binary(max_size=20).map(lambda b: b'{"a":' + b + b"}"))
+def test_any_bytes_answer_as_the_standard_library(raw: bytes) -> None:
+    assert outcome(_parse_json, raw) == outcome(_parse_json_stdlib, raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a":1,"a":2}',  # repeated: orjson would keep 2 silently
+        b'{"a" :1, "a": 2}',
+        b'{"x":"\\":","a":1,"a":2}',  # a string adds a key end: the standard parser decides
+        b'{"n":123456789012345678901234567890}',  # orjson would make a float of it
+        b'{"n":-9223372036854775809}',
+        b'{"x":1e400}', b'{"x":NaN}', b"\xef\xbb\xbf{}", b'{"x":"\\ud800"}', b'{"\xed\xa0\x80":1}',
+        '{"a":1}'.encode("utf-16"), b'"\xc3"', b"[" * 5000, b"{}", b'{"a":{"b":[{"c":1}]}}',
+    ],
+)
+def test_known_edges(raw: bytes) -> None:
+    assert outcome(_parse_json, raw) == outcome(_parse_json_stdlib, raw)
+
+
+def test_plain_bodies_take_the_fast_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    slow: list[bytes] = []
+    real = schemas._parse_json_stdlib
+    monkeypatch.setattr(schemas, "_parse_json_stdlib", lambda raw: slow.append(raw) or real(raw))
+    assert _parse_json(b'{"operation": "disclose", "subject": {"id": "c-1"}, "at": "2026-03-02T10:00:00Z"}')[0]["at"]
+    assert slow == []
+    _parse_json(b'{"a":1,"a":2}')
+    _parse_json(b'{"a":0.5}')
+    assert len(slow) == 2
