@@ -98,7 +98,8 @@ def test_any_bytes_answer_as_the_standard_library(raw: bytes) -> None:
     [
         b'{"a":1,"a":2}',  # repeated: orjson would keep 2 silently
         b'{"a" :1, "a": 2}',
-        b'{"x":"\\":","a":1,"a":2}',  # a string adds a key end: the standard parser decides
+        b'{"x":"\\":","a":1,"a":2}',  # an escape: the standard parser decides
+        b'{"x":"\\u0022:","a":1,"a":2}', b'{"a":0,"a":"\\u0022"}', b'{"a":"x","a":"y"}',
         b'{"n":123456789012345678901234567890}',  # orjson would make a float of it
         b'{"n":-9223372036854775809}',
         b'{"x":1e400}', b'{"x":NaN}', b"\xef\xbb\xbf{}", b'{"x":"\\ud800"}', b'{"\xed\xa0\x80":1}',
@@ -115,6 +116,9 @@ def test_plain_bodies_take_the_fast_parse(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(schemas, "_parse_json_stdlib", lambda raw: slow.append(raw) or real(raw))
     assert _parse_json(b'{"operation": "disclose", "subject": {"id": "c-1"}, "at": "2026-03-02T10:00:00Z"}')[0]["at"]
     assert slow == []
+    assert _parse_json(b'{"a": 0.5, "b": [1e-3, -2]}')[0] == {"a": 0.5, "b": [0.001, -2]}
+    assert slow == []  # floats too: orjson's are correctly rounded
     _parse_json(b'{"a":1,"a":2}')
-    _parse_json(b'{"a":0.5}')
-    assert len(slow) == 2
+    _parse_json(b'{"a":"line\\nbreak"}')
+    _parse_json(b'{"a":1234567890123456789}')
+    assert len(slow) == 3
