@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,18 @@ def test_batch_in_order_and_bad_item_names_index(app_client: Any) -> None:
     shape = app_client.post("/v1/decisions/batch", json={"operations": [DISCLOSE_OK, DISCLOSE_OK, {"operation": 5}]})
     err = assert_error(shape, 400, "bad_request")
     assert err["details"]["index"] == 2 and "operations[2].operation" in err["details"]["errors"]
+
+
+def test_a_batch_is_decided_at_one_instant(app_client: Any) -> None:
+    """One facts read, one policy set, one instant: every decision of a batch shows the same
+    evaluated_at, and the next request a later one."""
+    before = datetime.now(UTC)
+    ops = [{"operation": "delete", "subject": {"id": f"s{i}"}} for i in range(5)] + [DISCLOSE_OK]
+    first = app_client.post("/v1/decisions/batch", json={"operations": ops}).get_json()["decisions"]
+    second = app_client.post("/v1/decisions/batch", json={"operations": ops}).get_json()["decisions"]
+    (one,) = {d["evaluated_at"] for d in first}
+    (two,) = {d["evaluated_at"] for d in second}
+    assert before <= datetime.fromisoformat(one) < datetime.fromisoformat(two) <= datetime.now(UTC)
 
 
 @pytest.mark.parametrize(

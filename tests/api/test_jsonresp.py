@@ -13,7 +13,7 @@ from flask.json.provider import DefaultJSONProvider
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kti_policy.api.jsonresp import FastJSONProvider, dumps_line
+from kti_policy.api.jsonresp import FastJSONProvider, dumps_line, line_bytes
 from kti_policy.facts.fold import SubjectFacts
 
 # what our answers and log lines are made of: str keys; str (any unicode), int, bool, None
@@ -48,6 +48,7 @@ def test_jsonify_bytes_are_those_of_flask_default_provider(obj: dict[str, Any]) 
 @given(obj=st.dictionaries(st.text(), values, max_size=6))
 def test_log_lines_are_those_of_json_dumps(obj: dict[str, Any]) -> None:
     assert dumps_line(obj) == json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+    assert line_bytes(obj) == (dumps_line(obj) + "\n").encode("utf-8")
 
 
 @dataclass
@@ -92,4 +93,5 @@ def test_facts_kept_as_json_text_write_the_line_their_dict_writes(obj: dict[str,
     with_text = {**obj, "facts": FACTS.log_json, **extra}
     with_dict = {**obj, "facts": FACTS.to_dict(), **extra}
     assert dumps_line(with_text) == json.dumps(with_dict, ensure_ascii=False, separators=(",", ":"), default=str)
+    assert line_bytes(with_text) == (dumps_line(with_dict) + "\n").encode("utf-8")
     assert FACTS.log_json is FACTS.log_json  # written once per facts object

@@ -322,3 +322,13 @@ def test_log_lines_of_the_same_facts_are_equal_and_independent() -> None:
     first["facts"]["kind"] = "changed"
     assert second["facts"] == facts.to_dict() and facts.to_dict()["consents"] == ["disclosure"]
     assert facts.to_dict()["consents_at"] == {"disclosure": NOW.isoformat()} and facts.to_dict()["kind"] is None
+
+
+def test_evaluated_at_text_is_each_instants_own() -> None:
+    """The kept ISO text of the last instant is reused only for that very object."""
+    a = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    b = datetime(2026, 3, 2, 10, 0, 0, 1, tzinfo=UTC)
+    d = Decider(PS)
+    texts = [d.decide(op(operation="delete"), None, when).evaluated_at_text for when in (a, a, b, a)]
+    assert texts == [a.isoformat(), a.isoformat(), b.isoformat(), a.isoformat()]
+    assert texts[2] == "2026-03-02T10:00:00.000001+00:00"

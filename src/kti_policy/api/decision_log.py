@@ -30,13 +30,9 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .jsonresp import dumps_line
+from .jsonresp import line_bytes
 
 log = logging.getLogger(__name__)
-
-
-def _dumps(record: Mapping[str, Any]) -> str:
-    return dumps_line(record)
 
 
 class DecisionLog:
@@ -77,9 +73,9 @@ class DecisionLog:
         if self._fd is None:
             return
         if self._chunk is None:
-            chunks = ["".join(_dumps(r) + "\n" for r in records).encode("utf-8")]
+            chunks = [b"".join([line_bytes(r) for r in records])]
         else:
-            chunks = _whole_lines(((_dumps(r) + "\n").encode("utf-8") for r in records), self._chunk)
+            chunks = _whole_lines((line_bytes(r) for r in records), self._chunk)
         with self._lock:
             for data in chunks:
                 view = memoryview(data)

@@ -107,7 +107,8 @@ def decide_operations(
     log_extra: list[dict[str, Any]] | None = None,
     loaded: Loaded | None = None,
 ) -> list[Decision]:
-    """Decide ``ops`` in order with one policy set and one facts read; count and log each.
+    """Decide ``ops`` in order with one policy set, one facts read and one instant (the facts
+    are read as of it and every decision is evaluated at it); count and log each.
 
     ``stop`` ends the run after the first decision it is true for (AuthZEN's short-circuit
     semantics): the operations after it are neither decided nor logged. ``log_extra[i]`` is added
@@ -128,7 +129,7 @@ def decide_operations(
             out.append(_fail_closed(op, loaded.version, "facts_unavailable"))
             continue
         try:
-            decision = decider.decide(op, facts)
+            decision = decider.decide(op, facts, now)
         except Exception as exc:  # decide() fails closed itself; this is the belt to its braces
             log.exception("decide raised; answering deny")
             decision = _fail_closed(op, loaded.version, f"{type(exc).__name__}")

@@ -46,10 +46,19 @@ def dumps_line(record: Mapping[str, Any], default: Callable[[Any], Any] = str) -
     """One compact JSON line, UTF-8, keys in their order: ``json.dumps(record, ensure_ascii=False,
     separators=(",", ":"), default=default)``, by orjson where it can. A ``FactsJSON`` in it is
     written as its facts' dict would be (orjson: its kept text; the fallback: the dict)."""
+    return line_bytes(record, default)[:-1].decode()
+
+
+def line_bytes(record: Mapping[str, Any], default: Callable[[Any], Any] = str) -> bytes:
+    """``dumps_line(record) + "\n"`` as UTF-8 bytes, what a log file gets: orjson writes bytes,
+    so the line is not decoded to text to be encoded again."""
     try:
-        return orjson.dumps(record, default=_FAST_DEFAULTS.get(default) or _fast(default), option=_OPTIONS).decode()
+        return orjson.dumps(
+            record, default=_FAST_DEFAULTS.get(default) or _fast(default), option=_OPTIONS | orjson.OPT_APPEND_NEWLINE
+        )
     except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_slow(default))
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_slow(default))
+        return (text + "\n").encode("utf-8")
 
 
 def _fast(default: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -411,7 +411,7 @@ class Operation:
     @property
     def inline_facts(self) -> dict[str, Any] | None:
         subject = self.data.get("subject")
-        if not subject:
+        if not subject or (len(subject) == 1 and "id" in subject):  # the usual case: an id alone
             return None
         facts = {k: v for k, v in subject.items() if k != "id"}
         return facts or None

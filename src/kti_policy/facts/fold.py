@@ -148,6 +148,13 @@ class SubjectFacts:
         }
 
     @once_property
+    def sorted_ids(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """Consents, withdrawn consents and objections as sorted tuples (the decision context's
+        form), once per object: the facts cache hands the same facts to every decision about a
+        subject until its next event."""
+        return tuple(sorted(self.consents)), tuple(sorted(self.withdrawn_consents)), tuple(sorted(self.objections))
+
+    @once_property
     def log_json(self) -> FactsJSON:
         """``to_dict()`` as JSON text, written once per object, for decision-log lines: the facts
         cache hands out the same facts for a subject until its next event, and they were rebuilt
