@@ -122,3 +122,60 @@ def test_plain_bodies_take_the_fast_parse(monkeypatch: pytest.MonkeyPatch) -> No
     _parse_json(b'{"a":"line\\nbreak"}')
     _parse_json(b'{"a":1234567890123456789}')
     assert len(slow) == 3
+
+
+# --- reading the body -------------------------------------------------------------------------
+
+
+def _body_app() -> Any:
+    from flask import Flask, request
+
+    app = Flask("body")
+    app.config["MAX_CONTENT_LENGTH"] = 64
+
+    @app.post("/ours")
+    def ours() -> Any:
+        raw = schemas.request_body()
+        return {"raw": raw.decode(), "again": request.get_data().decode(), "stream": "stream" in request.__dict__}
+
+    @app.post("/werkzeug")
+    def theirs() -> Any:
+        raw = request.get_data()
+        return {"raw": raw.decode(), "again": request.get_data().decode()}
+
+    @app.post("/after-get-data")
+    def after() -> Any:
+        first = request.get_data()
+        return {"raw": schemas.request_body().decode(), "same": schemas.request_body() is first}
+
+    return app.test_client()
+
+
+@pytest.mark.parametrize(
+    ("data", "environ"),
+    [
+        (b'{"a": 1}', {}),
+        (b"", {}),
+        (b"x" * 64, {}),  # at the limit
+        (b"x" * 65, {}),  # over: 413
+        (b'{"a": 1}', {"CONTENT_LENGTH": "100"}),  # fewer bytes than declared: 400
+        (b'{"a": 1}', {"CONTENT_LENGTH": "4"}),  # more: the declared length is read
+        (b'{"a": 1}', {"CONTENT_LENGTH": "x1"}),
+        (b'{"a": 1}', {"CONTENT_LENGTH": "\u0661"}),  # an Arabic-Indic one: not ours to read
+    ],
+)
+def test_the_body_is_what_werkzeug_reads(data: bytes, environ: dict[str, str]) -> None:
+    client = _body_app()
+    ours = client.post("/ours", data=data, environ_overrides=environ)
+    theirs = client.post("/werkzeug", data=data, environ_overrides=environ)
+    assert ours.status_code == theirs.status_code
+    if theirs.status_code == 200:
+        assert ours.get_json()["raw"] == ours.get_json()["again"] == theirs.get_json()["raw"]
+        declared = environ.get("CONTENT_LENGTH", str(len(data)) if data else "")  # no body: no length sent
+        assert ours.get_json()["stream"] is not (declared.isascii() and declared.isdigit())  # direct: no stream
+
+
+def test_a_body_read_before_is_the_one_answered() -> None:
+    """Signature checks read the bytes first (events); the body is then those bytes."""
+    got = _body_app().post("/after-get-data", data=b'{"a": 1}').get_json()
+    assert got == {"raw": '{"a": 1}', "same": True}
