@@ -104,6 +104,8 @@ def test_any_bytes_answer_as_the_standard_library(raw: bytes) -> None:
         b'{"n":-9223372036854775809}',
         b'{"x":1e400}', b'{"x":NaN}', b"\xef\xbb\xbf{}", b'{"x":"\\ud800"}', b'{"\xed\xa0\x80":1}',
         '{"a":1}'.encode("utf-16"), b'"\xc3"', b"[" * 5000, b"{}", b'{"a":{"b":[{"c":1}]}}',
+        # nested deeper than orjson writes (254) or reads (1024): the standard parser decides
+        b'{"a":' + b"[" * 300 + b"]" * 300 + b"}", b'{"a":' + b"[" * 1100 + b"]" * 1100 + b"}",
     ],
 )
 def test_known_edges(raw: bytes) -> None:

@@ -210,7 +210,7 @@ def _parse_json(raw: bytes) -> tuple[Any, bool]:
         try:
             fast = orjson.loads(raw)
             same = orjson.dumps(fast).count(b'"') == raw.count(b'"')
-        except orjson.JSONDecodeError:
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # e.g. nested deeper than orjson writes
             same = False
         if same:
             return fast, False
