@@ -218,6 +218,7 @@ def test_store_failure_denies_a_whole_batch(app_client: Any) -> None:
     assert all(d["reasons"][0]["rule"] == "eval_error" for d in decisions[:2])
     # an operation that names no subject needs no stored facts and is still decided on its merits
     assert decisions[2]["reasons"][0]["rule"] != "eval_error"
+    assert len({d["evaluated_at"] for d in decisions}) == 1  # failed or not, one instant per batch
 
 
 def test_each_subject_is_pseudonymised_once_per_request(app_client: Any) -> None:

@@ -87,16 +87,16 @@ def _facts_by_subject(
     return out
 
 
-def _fail_closed(op: Operation, version: str, fault: str) -> Decision:
+def _fail_closed(op: Operation, version: str, fault: str, now: datetime) -> Decision:
     return Decision(
         new_decision_id(),
         False,
         (Reason(EVAL_ERROR, "forbid", _FACTS_UNAVAILABLE, ""),),
         (),
         version,
-        datetime.now(UTC),
+        now,
         op,
-        SubjectFacts(),
+        _NO_FACTS,
         error=fault,
     )
 
@@ -126,13 +126,13 @@ def decide_operations(
     for op, key in zip(ops, keys, strict=True):
         facts = _NO_FACTS if key is None else (known or {}).get(key)
         if facts is None:
-            out.append(_fail_closed(op, loaded.version, "facts_unavailable"))
+            out.append(_fail_closed(op, loaded.version, "facts_unavailable", now))
             continue
         try:
             decision = decider.decide(op, facts, now)
         except Exception as exc:  # decide() fails closed itself; this is the belt to its braces
             log.exception("decide raised; answering deny")
-            decision = _fail_closed(op, loaded.version, f"{type(exc).__name__}")
+            decision = _fail_closed(op, loaded.version, f"{type(exc).__name__}", now)
         out.append(decision)
         if stop is not None and stop(decision):
             break

@@ -177,16 +177,16 @@ def request_body() -> bytes:
     (werkzeug's 413). Fewer bytes than declared is werkzeug's 400 (``ClientDisconnected``)."""
     environ = request.environ
     declared = environ.get("CONTENT_LENGTH") or ""
-    limit = request.max_content_length
     if (
         not (declared.isascii() and declared.isdigit())
         or "HTTP_TRANSFER_ENCODING" in environ
         or "_cached_data" in request.__dict__
         or "stream" in request.__dict__
-        or (limit is not None and int(declared) > limit)
     ):
         return request.get_data(cache=True)
-    length = int(declared)
+    length, limit = int(declared), request.max_content_length
+    if limit is not None and length > limit:
+        return request.get_data(cache=True)
     raw = environ["wsgi.input"].read(length) if length else b""
     if len(raw) != length:
         raise ClientDisconnected()

@@ -168,9 +168,10 @@ class SubjectFacts:
         access = self.access_requests
         started, ended = self.relationship_started_at, self.relationship_ended_at
         erasure_at, restricted_at = self.erasure_requested_at, self.restricted_at
+        consents, withdrawn, objections = self.sorted_ids
         return (
-            tuple(sorted(self.consents)) if self.consents else (),
-            tuple(sorted(self.objections)) if self.objections else (),
+            consents,
+            objections,
             tuple([t.isoformat() for t in access]) if access else (),
             None if started is None else started.isoformat(),
             None if ended is None else ended.isoformat(),
@@ -178,7 +179,7 @@ class SubjectFacts:
             None if restricted_at is None else restricted_at.isoformat(),
             tuple([(k, t.isoformat()) for k, t in self.consents_at]) if self.consents_at else (),
             tuple([(k, t.isoformat()) for k, t in self.objections_at]) if self.objections_at else (),
-            tuple(sorted(self.withdrawn_consents)) if self.withdrawn_consents else (),
+            withdrawn,
         )
 
     @classmethod
