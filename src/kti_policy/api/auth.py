@@ -13,13 +13,15 @@ Views declare what they need with ``@require_role("query")``; a request without 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
 from flask import current_app, g, request
 
 from kti_policy.config import _IMPLIED, ROLES, ApiKeys
 from kti_policy.errors import KtiError, Unauthorized
+
+from .schemas import current_request
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,9 +34,13 @@ class Forbidden(KtiError):
     code = "forbidden"
 
 
-def presented_key() -> str | None:
-    """The key the current request carries, from ``Authorization: Bearer`` or ``X-API-Key``."""
-    environ = request.environ  # the WSGI names of the headers: werkzeug's Headers cost more here
+def presented_key(environ: Mapping[str, Any] | None = None) -> str | None:
+    """The key the current request carries, from ``Authorization: Bearer`` or ``X-API-Key``.
+
+    ``environ``: the request's WSGI environ when the caller has it (the headers' WSGI names:
+    werkzeug's ``Headers`` cost more here)."""
+    if environ is None:
+        environ = request.environ
     scheme, _, value = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
@@ -44,7 +50,7 @@ def presented_key() -> str | None:
 
 def current_keys() -> ApiKeys:
     """The app's keys; an app without the kti extension has auth off."""
-    state = current_app.extensions.get("kti")
+    state = current_app._get_current_object().extensions.get("kti")  # type: ignore[attr-defined]
     keys = getattr(state, "api_keys", None)
     return keys if isinstance(keys, ApiKeys) else ApiKeys()
 
@@ -57,7 +63,7 @@ def check_role(role: str) -> None:
     if not keys.enabled:
         g.kti_roles = frozenset(ROLES)
         return
-    key = presented_key()
+    key = presented_key(current_request().environ)
     if key is None:
         raise Unauthorized(
             "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
@@ -71,7 +77,7 @@ def check_role(role: str) -> None:
             f"this API key lacks the role {role!r}",
             {"required_role": role, "roles": sorted(roles)},
         )
-    g.kti_roles = roles
+    g._get_current_object().kti_roles = roles  # one context look-up, not a proxy's two
 
 
 def require_role(role: str) -> Callable[[F], F]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify
 
 from kti_policy.decide.decision import EVAL_ERROR, Decision, Reason, new_decision_id
 from kti_policy.decide.operation import Operation, parse_operation
@@ -24,7 +24,7 @@ from kti_policy.policy.model import Text
 
 from .auth import require_role
 from .policy_holder import Loaded
-from .schemas import BatchRequestSchema, load_or_400, read_json_object
+from .schemas import BatchRequestSchema, current_request, load_or_400, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,14 @@ _NO_FACTS = SubjectFacts()
 
 def negotiated_language() -> str:
     """``fi`` or ``en`` from ``Accept-Language`` (``fi-FI`` counts as ``fi``); default ``en``."""
-    header = request.headers.get("Accept-Language")
-    if not header:
+    req = current_request()
+    if not req.environ.get("HTTP_ACCEPT_LANGUAGE"):  # the WSGI name: no Headers object built
         return "en"
-    return request.accept_languages.best_match(LANGS, default="en") or "en"
+    return req.accept_languages.best_match(LANGS, default="en") or "en"
 
 
 def _state() -> Any:
-    return current_app.extensions["kti"]
+    return current_app._get_current_object().extensions["kti"]  # type: ignore[attr-defined]  # one look-up
 
 
 def _facts_key(op: Operation, now: datetime) -> Any:
