@@ -177,7 +177,8 @@ def request_body(req: Request | None = None) -> bytes:
     path: no or an odd length, chunked, a body already read, one over ``MAX_CONTENT_LENGTH``
     (werkzeug's 413). Fewer bytes than declared is werkzeug's 400 (``ClientDisconnected``).
     ``req``: the current request, when the caller already looked it up."""
-    req = req or current_request()
+    if req is None:
+        req = current_request()
     environ = req.environ
     declared = environ.get("CONTENT_LENGTH") or ""
     if (
