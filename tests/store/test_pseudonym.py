@@ -33,6 +33,13 @@ def test_the_pseudonym_is_hmac_sha256_of_the_id() -> None:
         want = hmac.new(b"key-one-0123456789", clear.encode("utf-8"), hashlib.sha256).hexdigest()
         assert p.subject_key(clear) == "hs_" + want
     assert p.subject_key("c-1") == "hs_" + hmac.new(b"key-one-0123456789", b"c-1", hashlib.sha256).hexdigest()
+    long_key = "k" * 100 + "ä"  # longer than SHA-256's block: HMAC hashes the key first
+    assert Pseudonymizer(long_key).subject_key("c-1") == "hs_" + hmac.new(
+        long_key.encode("utf-8"), b"c-1", hashlib.sha256
+    ).hexdigest()
+    assert Pseudonymizer(b"\x00raw").subject_key("x" * 10_000) == "hs_" + hmac.new(
+        b"\x00raw", b"x" * 10_000, hashlib.sha256
+    ).hexdigest()
 
 
 def test_env_key_wins(tmp_path: Path) -> None:
