@@ -81,6 +81,29 @@ def new_hook_secret() -> str:
     return "whsec_" + _ev_base64.b64encode(_ev_secrets.token_bytes(32)).decode()
 
 
+def in_a_forked_child(work: _EvCallable[[], bytes]) -> bytes:
+    """What ``work()`` returns when run in a forked child of this process (as a gunicorn worker is
+    forked from its arbiter): for state that must be renewed after a fork. The child never returns
+    into pytest; an exception in it comes back as ``b"raised: ..."``."""
+    read_end, write_end = _ev_os.pipe()
+    pid = _ev_os.fork()
+    if pid == 0:
+        try:
+            _ev_os.close(read_end)
+            try:
+                said = work()
+            except BaseException as exc:  # noqa: BLE001  (reported to the parent, which asserts)
+                said = f"raised: {exc!r}".encode()
+            _ev_os.write(write_end, said)
+        finally:
+            _ev_os._exit(0)
+    _ev_os.close(write_end)
+    with _ev_os.fdopen(read_end, "rb") as fh:
+        said = fh.read()
+    _ev_os.waitpid(pid, 0)
+    return said
+
+
 @pytest.fixture
 def make_store(db_url: EventsDb) -> _EvIterator[_EvCallable[..., _EvAny]]:
     from kti_policy.store.db import Store

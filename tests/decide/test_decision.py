@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import in_a_forked_child
 
 from kti_policy.decide import decision as decision_module
 from kti_policy.decide import obligations as obligations_module
@@ -280,16 +281,8 @@ def test_decision_ids_take_each_random_byte_once_and_refill(monkeypatch: pytest.
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
     new_decision_id()  # the parent's pool holds unused bytes at the fork
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its next ids, to the parent
-        os.close(read_end)
-        os.write(write_end, " ".join(new_decision_id() for _ in range(20)).encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as fh:
-        child = set(fh.read().split())
-    os.waitpid(pid, 0)
+    said = in_a_forked_child(lambda: " ".join(new_decision_id() for _ in range(20)).encode())
+    child = set(said.decode().split())
     parent = {new_decision_id() for _ in range(20)}
     assert len(child) == 20 and not child & parent
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import in_a_forked_child
 from test_store import ev
 
 from kti_policy.errors import EventConflict
@@ -214,17 +215,12 @@ def test_a_forked_child_opens_its_own_kept_connection(make_store: Any) -> None:
     store.record_events([ev(1, subject="c1")])
     assert store.facts_for("c1").objections == {"direct_marketing"}
     parent_conn = store._shared_reader._conn
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: read, and say whether it did so on a connection of its own
+
+    def child() -> bytes:  # read, and say whether it did so on a connection of its own
         ok = store.facts_for("c1").objections == {"direct_marketing"}
         own = store._shared_reader._conn is not parent_conn and store._shared_reader._opened[1] == os.getpid()
-        os.write(write_end, b"ok" if ok and own else b"no")
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as fh:
-        said = fh.read()
-    os.waitpid(pid, 0)
-    assert said == b"ok"
+        return b"ok" if ok and own else b"no"
+
+    assert in_a_forked_child(child) == b"ok"
     assert store._shared_reader._conn is parent_conn  # the child left the parent's alone
     assert store.facts_for("c1").objections == {"direct_marketing"}
