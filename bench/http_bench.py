@@ -28,8 +28,11 @@ hold on any machine; the load generator shares the machine's cores with the serv
 The bodies are ``bench/workload.py``'s seeded mix (process/disclose/delete/retain/collect over 2,000
 subjects). The "conns per worker" column is sampled with ``ss`` halfway through each run:
 keep-alive connections stay with the worker that accepted them, so an uneven split means an uneven
-load. Every run lasts ``--duration`` seconds (at most 30). The script prints the machine line and
-the load average it started and ended with.
+load. The "CPU us/req" column divides the CPU time the gunicorn processes (``/proc``) and the load
+generator (wrk or the paced client, as a finished child) used during a run by its requests: what a
+request costs the server, apart from what it costs the client on the same cores. Every run lasts
+``--duration`` seconds (at most 30). The script prints the machine line and the load average it
+started and ended with.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -263,6 +267,25 @@ def warm_every_worker(host: str, port: int, workers: list[int], batches: list[by
     return f"warmed: {len(held)} of {len(workers)} workers decided all {len(batches) * BATCH:,} bodies once"
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU seconds the processes have used so far (``/proc/<pid>/stat``; a process
+    that is gone counts nothing)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of proc(5)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished children: wrk and the paced client, once waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 @contextmanager
 def split_sampler(port: int, workers: list[int], after: float) -> Iterator[dict[str, str]]:
     """Sample ``connection_split`` once, ``after`` seconds into a run."""
@@ -419,17 +442,18 @@ def pct(sorted_values: list[float], p: float) -> float:
 
 def row(name: str, r: dict[str, Any], per_request: int, offered: str) -> list[str]:
     if "error" in r:
-        return [name, offered, "-", "-", "-", "-", r["error"], "-"]
+        return [name, offered, "-", "-", "-", "-", r["error"], "-", "-"]
+    cpu = (f"{r['server_cpu_us']:,.0f} / {r['client_cpu_us']:,.0f}" if "server_cpu_us" in r else "-")
     return [
         name, offered, f"{r['rps']:,.0f}", f"{r['rps'] * per_request:,.0f}" if per_request else "-",
         f"{r['p50_us'] / 1000:.2f}", f"{r['p99_us'] / 1000:.2f}", str(r["errors"]),
-        r.get("conns_per_worker", "?"),
+        r.get("conns_per_worker", "?"), cpu,
     ]
 
 
 def print_table(rows: list[list[str]]) -> None:
     head = ["run", "offered req/s", "req/s", "decisions/s", "p50 ms", "p99 ms", "failed/unsent",
-            "conns per worker"]
+            "conns per worker", "CPU us/req server / client"]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
     fmt = "| " + " | ".join(f"{{:<{w}}}" for w in widths) + " |"
     print(fmt.format(*head))
@@ -456,9 +480,14 @@ def bench_server(args: argparse.Namespace, worker_class: str, work: Path, single
         pids = worker_pids(server.pid)
 
         def sampled(run: Any, *a: Any, at: float, **kw: Any) -> dict[str, Any]:
+            gunicorn_pids = [server.pid, *pids]
+            server_cpu, client_cpu = cpu_seconds(gunicorn_pids), children_cpu_seconds()
             with split_sampler(port, pids, at) as found:
                 r = run(*a, **kw)
             r["conns_per_worker"] = found.get("split", "?")
+            if r.get("requests"):  # CPU per request: the gunicorn processes, the load generator
+                r["server_cpu_us"] = (cpu_seconds(gunicorn_pids) - server_cpu) / r["requests"] * 1e6
+                r["client_cpu_us"] = (children_cpu_seconds() - client_cpu) / r["requests"] * 1e6
             return r
 
         def wrk_both_workers(name: str, *a: Any, at: float) -> dict[str, Any]:

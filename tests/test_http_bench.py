@@ -1,11 +1,15 @@
-"""``bench/http_bench.py --warm`` does what README "Measured" says it does: against a real gunicorn
-with two workers, every worker decides every body of the workload once (no timing asserted)."""
+"""Parts of ``bench/http_bench.py`` that README "Measured" relies on (no timing asserted): ``--warm``
+against a real gunicorn with two workers (every worker decides every body of the workload once),
+and the CPU counts of its "CPU us/req" column."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,9 +19,26 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import http_bench  # noqa: E402
 
-pytestmark = pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to see the workers")
+needs_ss = pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to see the workers")
 
 
+def _burn(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_cpu_seconds_counts_a_process_and_its_waited_children() -> None:
+    mine, children = http_bench.cpu_seconds([os.getpid()]), http_bench.children_cpu_seconds()
+    _burn(0.2)
+    subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
+                    "while time.process_time() < end: pass"], check=True)
+    assert http_bench.cpu_seconds([os.getpid()]) - mine >= 0.15  # clock ticks: 10 ms steps
+    assert http_bench.children_cpu_seconds() - children >= 0.25
+    assert http_bench.cpu_seconds([2**22 + 12345]) == 0  # no such process: nothing counted
+
+
+@needs_ss
 def test_every_worker_decides_every_body(tmp_path: Path) -> None:
     items = http_bench.generate(3 * http_bench.BATCH)
     bodies = [{k: v for k, v in b.items() if k != "at"} for b, _ in items]
