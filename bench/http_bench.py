@@ -223,9 +223,14 @@ def connection_split(port: int, workers: list[int]) -> str:
     """How many established client connections each gunicorn worker holds, e.g. "9/7"."""
     if shutil.which("ss") is None or not workers:
         return "?"
-    out = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
-                         capture_output=True, text=True, check=False).stdout
+    out = established(port)
     return "/".join(str(out.count(f"pid={pid},")) for pid in workers)
+
+
+def established(port: int) -> str:
+    """``ss``'s lines for the established connections to ``port``, with the owning processes."""
+    return subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+                          capture_output=True, text=True, check=False).stdout
 
 
 def warm_every_worker(host: str, port: int, workers: list[int], batches: list[bytes]) -> str:
@@ -244,9 +249,7 @@ def warm_every_worker(host: str, port: int, workers: list[int], batches: list[by
         conn.request("GET", "/healthz")
         conn.getresponse().read()
         local = f"{host}:{conn.sock.getsockname()[1]}"
-        out = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
-                             capture_output=True, text=True, check=False).stdout
-        line = next((x for x in out.splitlines() if f" {local} " in f" {x} "), "")
+        line = next((x for x in established(port).splitlines() if f" {local} " in f" {x} "), "")
         pid = next((w for w in workers if f"pid={w}," in line), None)
         if pid is None or pid in held:
             spare.append(conn)
