@@ -233,18 +233,23 @@ def established(port: int) -> str:
                           capture_output=True, text=True, check=False).stdout
 
 
-def warm_every_worker(host: str, port: int, workers: list[int], batches: list[bytes]) -> str:
+def warm_every_worker(host: str, port: int, workers: list[int], batches: list[bytes],
+                      wait: float = 60.0) -> str:
     """Have every worker decide every body of the workload once (``--warm``): connections are opened
     one at a time until each worker holds one (``ss`` says which), then every batch is posted on each.
     Each worker's match cache then knows every question shape of the workload, as in a steady state
     where the same kinds of question recur; without it most single decisions of the 20,000-body mix
     are first sights for the worker that gets them (the mix has about 14,750 distinct shapes), so a
-    run of seconds measures mostly the uncached path. Returns a note of what was done."""
+    run of seconds measures mostly the uncached path. Workers load the app themselves after the fork,
+    so ``/readyz`` answering says only that one of them is up: a worker still loading accepts
+    nothing, and the connections are tried for up to ``wait`` seconds, not a fixed number of times
+    (a count ran out within a second while a worker was still loading). Returns a note of what was
+    done."""
     if shutil.which("ss") is None or not workers:
         return "not warmed: ss or the worker pids are missing"
     held: dict[int, http.client.HTTPConnection] = {}
-    spare: list[http.client.HTTPConnection] = []
-    for _ in range(16 * len(workers)):
+    deadline = time.monotonic() + wait
+    while len(held) < len(workers) and time.monotonic() < deadline:
         conn = http.client.HTTPConnection(host, port, timeout=60)
         conn.request("GET", "/healthz")
         conn.getresponse().read()
@@ -252,11 +257,10 @@ def warm_every_worker(host: str, port: int, workers: list[int], batches: list[by
         line = next((x for x in established(port).splitlines() if f" {local} " in f" {x} "), "")
         pid = next((w for w in workers if f"pid={w}," in line), None)
         if pid is None or pid in held:
-            spare.append(conn)
+            conn.close()
+            time.sleep(0.02)  # a worker still loading its policies gets its turn
         else:
             held[pid] = conn
-        if len(held) == len(workers):
-            break
     headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
     for conn in held.values():
         for body in batches:
@@ -265,7 +269,7 @@ def warm_every_worker(host: str, port: int, workers: list[int], batches: list[by
             resp.read()
             if resp.status != 200:
                 raise SystemExit(f"warming failed: {resp.status}")
-    for conn in [*held.values(), *spare]:
+    for conn in held.values():
         conn.close()
     return f"warmed: {len(held)} of {len(workers)} workers decided all {len(batches) * BATCH:,} bodies once"
 

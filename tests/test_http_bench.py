@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -38,18 +39,44 @@ def test_cpu_seconds_counts_a_process_and_its_waited_children() -> None:
     assert http_bench.cpu_seconds([2**22 + 12345]) == 0  # no such process: nothing counted
 
 
-@needs_ss
-def test_every_worker_decides_every_body(tmp_path: Path) -> None:
+def _workload() -> tuple[list[dict], list[bytes]]:
     items = http_bench.generate(3 * http_bench.BATCH)
     bodies = [{k: v for k, v in b.items() if k != "at"} for b, _ in items]
     batches = [json.dumps({"operations": bodies[i:i + http_bench.BATCH]}).encode()
                for i in range(0, len(bodies), http_bench.BATCH)]
-    with http_bench.gunicorn(REPO / "policies", tmp_path, 2, 1, True, "gevent") as (host, port, server):
-        workers = http_bench.worker_pids(server.pid)
-        assert len(workers) == 2
-        note = http_bench.warm_every_worker(host, port, workers, batches)
-        lines = (tmp_path / "decisions.jsonl").read_bytes().splitlines()
+    return bodies, batches
+
+
+def _assert_each_worker_decided_each_body(note: str, log: Path, bodies: list[dict]) -> None:
+    lines = log.read_bytes().splitlines()
     assert note == "warmed: 2 of 2 workers decided all 300 bodies once"
     assert len(lines) == 2 * len(bodies)  # each worker logged each body's decision once
     ids = [json.loads(line)["request"].get("operation") for line in lines]
     assert ids[: len(bodies)] == ids[len(bodies):] == [b["operation"] for b in bodies]
+
+
+@needs_ss
+def test_every_worker_decides_every_body(tmp_path: Path) -> None:
+    bodies, batches = _workload()
+    with http_bench.gunicorn(REPO / "policies", tmp_path, 2, 1, True, "gevent") as (host, port, server):
+        workers = http_bench.worker_pids(server.pid)
+        assert len(workers) == 2
+        note = http_bench.warm_every_worker(host, port, workers, batches)
+    _assert_each_worker_decided_each_body(note, tmp_path / "decisions.jsonl", bodies)
+
+
+@needs_ss
+def test_a_worker_still_loading_is_waited_for(tmp_path: Path) -> None:
+    """CI once warmed 1 of 2 workers: /readyz answers once one worker is up, and a fixed count of
+    connections ran out while the other was still loading. Here a worker is killed and the warming
+    starts while gunicorn's replacement loads its policies."""
+    bodies, batches = _workload()
+    with http_bench.gunicorn(REPO / "policies", tmp_path, 2, 1, True, "gevent") as (host, port, server):
+        before = http_bench.worker_pids(server.pid)
+        os.kill(before[1], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while (workers := http_bench.worker_pids(server.pid)) == before or len(workers) != 2:
+            assert time.monotonic() < deadline, "gunicorn did not replace the killed worker"
+            time.sleep(0.01)
+        note = http_bench.warm_every_worker(host, port, workers, batches)
+    _assert_each_worker_decided_each_body(note, tmp_path / "decisions.jsonl", bodies)
