@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from conftest import new_hook_secret
+from e2e.receiver import WebhookReceiver
 from standardwebhooks.webhooks import Webhook
 
 from kti_policy.errors import ConfigError
@@ -263,3 +264,75 @@ def test_jitter_stays_proportional(make_store: Any) -> None:
     assert all(80 <= d <= 120 for d in delays if d is not None)
     assert w._delay(3, None) is None
     assert w._delay(1, 500) == 500  # Retry-After wins when longer
+
+
+def test_a_hanging_receiver_does_not_hold_up_the_others(make_store: Any) -> None:
+    """One receiver takes the requests and never answers; the other subscriber still gets every
+    delivery meanwhile (``run_forever`` keeps its slots full, one subscription holds at most half
+    of them). With rounds that waited for their slowest attempt, the fast receiver got the first
+    round's deliveries, then nothing until the hanging ones timed out."""
+    secret = new_hook_secret()
+    ids = {f"ev-{i}" for i in range(40)}
+    with WebhookReceiver(secret) as slow, WebhookReceiver(secret) as fast:
+        slow.hold()
+        store = make_store([_sub(slow.url(), secret, "slow"), _sub(fast.url(), secret, "fast")])
+        store.record_events([_ev(i, f"cust-{i}") for i in range(40)])  # 80 deliveries, interleaved
+        worker = _worker(store, concurrency=4, timeout=60)
+        assert worker.per_subscription == 2
+        thread = worker.start_background()
+        try:
+            missing = fast.wait_for_acked(ids, timeout=45)
+            hanging = [r for r in slow.snapshot() if r.status is None]
+            assert not missing, f"{len(missing)} deliveries to the fast receiver waited"
+            assert len(hanging) == 2 and not slow.acked  # its two slots, still unanswered
+            slow.release()
+            assert not slow.wait_for_acked(ids, timeout=45)
+        finally:
+            slow.release()
+            worker.stop()
+            thread.join(timeout=90)
+        assert not thread.is_alive()
+    assert status_counts(store)["delivered"] == 80
+
+
+def test_worker_settings_from_config(make_store: Any) -> None:
+    secret = new_hook_secret()
+    subs = [_sub("http://127.0.0.1:9/a", secret, "a"), _sub("http://127.0.0.1:9/b", secret, "b")]
+    store = make_store(subs)
+    worker = Worker.from_config(store, {"KTI_HOOK_CONCURRENCY": "6", "KTI_HOOK_TIMEOUT": "3"})
+    assert (worker.concurrency, worker.per_subscription, worker.timeout) == (6, 3, 3.0)
+    worker = Worker.from_config(store, {"KTI_HOOK_CONCURRENCY_PER_SUBSCRIPTION": "5"})
+    assert (worker.concurrency, worker.per_subscription) == (8, 5)
+    assert Worker(make_store(subs[:1]), concurrency=6).per_subscription == 6  # no one else to wait
+    with pytest.raises(ConfigError, match="webhook worker settings"):
+        Worker.from_config(store, {"KTI_HOOK_CONCURRENCY_PER_SUBSCRIPTION": "half"})
+
+
+def test_outcomes_the_database_refuses_are_recorded_later(make_store: Any, receiver: Any,
+                                                          monkeypatch: Any) -> None:
+    """``run_forever`` keeps outcomes a failed transaction did not record and records them on a
+    later pass: no delivery is sent twice for it (its lease has not expired)."""
+    secret = new_hook_secret()
+    store = make_store([_sub(receiver.url, secret)])
+    store.record_events([_ev(i, f"cust-{i}") for i in range(12)])
+    real, calls = store.complete_attempts, []
+
+    def refuse_first(outcomes: Any) -> Any:
+        calls.append(len(outcomes))
+        if len(calls) == 1:
+            raise RuntimeError("database went away")
+        return real(outcomes)
+
+    monkeypatch.setattr(store, "complete_attempts", refuse_first)
+    worker = _worker(store, concurrency=4)
+    thread = worker.start_background()
+    try:
+        deadline = time.monotonic() + 60
+        while status_counts(store)["delivered"] < 12 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+        thread.join(timeout=60)
+    assert status_counts(store)["delivered"] == 12
+    assert len(calls) >= 2 and sum(calls[1:]) == 12  # the refused ones again, then the rest
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(f"ev-{i}" for i in range(12))

@@ -374,3 +374,23 @@ def test_driver_read_failure_is_raised_and_the_pool_recovers(make_store: Any, mo
         store.facts_for("y")
     monkeypatch.undo()
     assert store.facts_for("y").objections == {"direct_marketing"}
+
+
+
+def test_claim_bounded_per_subscription_looks_past_a_queue(make_store: Any) -> None:
+    """``per_subscription`` bounds one subscription's deliveries in the claimer's hands (``busy``
+    counts those it holds); the due rows of other subscriptions behind its queue are claimed."""
+    from dataclasses import replace
+
+    other = replace(SUB, id="erp", events=frozenset({"erasure.requested"}))
+    store = make_store([SUB, other])
+    store.record_events([ev(i, subject=f"c-{i}") for i in range(8)])  # crm's 8 at the queue's front
+    store.record_events([ev(10 + i, "erasure.requested", subject=f"e-{i}") for i in range(3)])  # both
+    held = store.claim_due(2, 60, busy={"crm": 2}, per_subscription=2)  # crm full: past its 8 rows
+    assert [c.subscription_id for c in held] == ["erp", "erp"]
+    more = store.claim_due(4, 60, busy={"crm": 1, "erp": 2}, per_subscription=3)
+    assert sorted(c.subscription_id for c in more) == ["crm", "crm", "erp"]
+    assert not {c.id for c in more} & {c.id for c in held}  # leased rows are not claimed twice
+    assert store.claim_due(4, 60, busy={"crm": 3, "erp": 3}, per_subscription=3) == []
+    unbounded = store.claim_due(20, 60)
+    assert sorted(c.subscription_id for c in unbounded) == ["crm"] * 9  # 11 crm rows, 2 claimed

@@ -749,40 +749,78 @@ class Store:
         age = (utcnow() - oldest).total_seconds() if oldest is not None else None
         return {"depth": int(depth), "oldest_pending_age_seconds": age, "dead": int(dead)}
 
-    def claim_due(self, limit: int, lease_seconds: float) -> list[Claim]:
+    def claim_due(
+        self,
+        limit: int,
+        lease_seconds: float,
+        busy: Mapping[str, int] | None = None,
+        per_subscription: int | None = None,
+    ) -> list[Claim]:
         """Lease up to ``limit`` due pending deliveries to the caller; commits before returning.
 
         PostgreSQL skips rows other workers hold (``FOR UPDATE SKIP LOCKED``); SQLite serialises
         claimers with ``BEGIN IMMEDIATE``. A row whose lease expired (its worker died) is due again.
+
+        ``per_subscription``: at most that many of one subscription's deliveries in the caller's
+        hands, counting ``busy`` (its deliveries of each subscription still in flight). A receiver
+        that hangs then holds a bounded share of a worker's slots, and the other subscribers' due
+        deliveries are claimed past its queue (the oldest due first, as without a bound).
         """
         now = utcnow()
         until = now + timedelta(seconds=lease_seconds)
         token = secrets.token_hex(16)
         d = deliveries_t.c
-        due = (
-            sa.select(d.id)
-            .where(
-                d.status == "pending",
-                d.next_attempt_at <= now,
-                sa.or_(d.claimed_until.is_(None), d.claimed_until < now),
+        conditions = [
+            d.status == "pending",
+            d.next_attempt_at <= now,
+            sa.or_(d.claimed_until.is_(None), d.claimed_until < now),
+        ]
+        if per_subscription is None:
+            due = sa.select(d.id).where(*conditions).order_by(d.next_attempt_at, d.id).limit(limit)
+            if not self.is_sqlite:
+                due = due.with_for_update(skip_locked=True)
+            with self._write() as conn:
+                rows = list(conn.execute(self._claim(due.scalar_subquery(), until, token)))
+        else:
+            busy = busy or {}
+            full = sorted(sub for sub, n in busy.items() if n >= per_subscription)
+            if full:
+                conditions.append(d.subscription_id.not_in(full))
+            # a few rows per slot: a queue of one subscription at the front is looked past
+            candidates = (
+                sa.select(d.id, d.subscription_id)
+                .where(*conditions)
+                .order_by(d.next_attempt_at, d.id)
+                .limit(limit * 4)
             )
-            .order_by(d.next_attempt_at, d.id)
-            .limit(limit)
-        )
-        if not self.is_sqlite:
-            due = due.with_for_update(skip_locked=True)
-        stmt = (
-            deliveries_t.update()
-            .where(d.id.in_(due.scalar_subquery()))
-            .values(claimed_until=until, claim_token=token)
-            .returning(d.id, d.subscription_id, d.event_id, d.body, d.attempts)
-        )
-        with self._write() as conn:
-            rows = list(conn.execute(stmt))
+            if not self.is_sqlite:
+                candidates = candidates.with_for_update(skip_locked=True)
+            with self._write() as conn:
+                room: dict[str, int] = {}
+                chosen: list[int] = []
+                for row in conn.execute(candidates).all():
+                    left = room.setdefault(row.subscription_id, per_subscription - busy.get(row.subscription_id, 0))
+                    if left > 0:
+                        chosen.append(row.id)
+                        room[row.subscription_id] = left - 1
+                        if len(chosen) == limit:
+                            break
+                rows = list(conn.execute(self._claim(chosen, until, token))) if chosen else []
         return [
             Claim(r.id, r.subscription_id, r.event_id, self._open_body(r), r.attempts, token, until)
             for r in sorted(rows, key=lambda r: r.id)
         ]
+
+    @staticmethod
+    def _claim(ids: Any, until: datetime, token: str) -> Any:
+        """The UPDATE that leases the rows ``ids`` (a list or a subquery) and returns them."""
+        d = deliveries_t.c
+        return (
+            deliveries_t.update()
+            .where(d.id.in_(ids))
+            .values(claimed_until=until, claim_token=token)
+            .returning(d.id, d.subscription_id, d.event_id, d.body, d.attempts)
+        )
 
     def _open_body(self, row: Any) -> bytes:
         """The body to send; empty when there is none or it cannot be opened (the worker then
