@@ -995,6 +995,53 @@ def test_two_deliver_processes_send_each_delivery_once(
 # ==================================================================================================
 
 
+def test_sigterm_ends_the_attempts_under_way_and_gives_back_the_rest(
+    db_url: EventsDb, tmp_path: Path, procs: list[Any]
+) -> None:
+    """``kti-policy deliver`` holds more claimed deliveries than it sends at once. On SIGTERM it
+    ends the two attempts under way, starts no other, and gives the held ones back: the next
+    worker can claim them at once instead of waiting out their leases."""
+    token = secrets.token_hex(4)
+    secret = new_hook_secret()
+    rnd = random.Random(7)
+    with WebhookReceiver(secret) as rx:
+        hooks = write_hooks(tmp_path / "hooks", rx.url("/hook"))
+        env = kti_env(tmp_path, db_url, hooks, secret, KTI_HOOK_CONCURRENCY="2")
+        events = [
+            make_event(f"ev-{token}-{i}", "objection.registered", f"subj-{token}-{i}",
+                       BASE_TIME + timedelta(seconds=i), rnd)
+            for i in range(10)
+        ]
+        store = Store.from_config(env, environ=env)
+        try:
+            assert all(r.created for r in store.record_events(events))
+        finally:
+            store.close()
+        rx.hold()
+        deliver = Deliver("deliver", full_env(env), tmp_path)
+        procs.append(deliver)
+        deliver.start()
+        try:
+            assert rx.wait_until(lambda seen: len(seen) == 2, 30), deliver.log_text()
+            assert deliver.popen is not None
+            deliver.popen.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while "finishing the attempts under way" not in deliver.log_text():
+                assert time.monotonic() < deadline, deliver.log_text()
+                time.sleep(0.05)
+        finally:
+            rx.release()
+        assert deliver.stop() == 0
+        sent = {s.webhook_id for s in rx.snapshot()}
+    assert len(sent) == 2 and sent <= set(rx.acked)
+    store = open_store(db_url)
+    try:
+        back = store.claim_due(100, 60)
+        assert len(back) == 8 and not sent & {c.event_id for c in back}
+    finally:
+        store.close()
+
+
 def signed(secret: str, body: bytes, msg_id: str, at: datetime | None = None) -> dict[str, str]:
     at = at or datetime.now(UTC)
     return {

@@ -336,3 +336,27 @@ def test_outcomes_the_database_refuses_are_recorded_later(make_store: Any, recei
     assert status_counts(store)["delivered"] == 12
     assert len(calls) >= 2 and sum(calls[1:]) == 12  # the refused ones again, then the rest
     assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(f"ev-{i}" for i in range(12))
+
+
+def test_stopping_gives_back_the_deliveries_in_hand(make_store: Any) -> None:
+    """``run_forever`` holds more claimed rows than it sends at once; on stop it ends the attempts
+    under way and gives the rest back, due at once for the next worker (not after their lease)."""
+    secret = new_hook_secret()
+    with WebhookReceiver(secret) as rx:
+        rx.hold()
+        store = make_store([_sub(rx.url(), secret)])
+        store.record_events([_ev(i, f"cust-{i}") for i in range(8)])
+        worker = _worker(store, concurrency=2, batch_size=8, timeout=60)
+        thread = worker.start_background()
+        try:
+            assert rx.wait_until(lambda seen: len(seen) == 2, timeout=30)
+            assert store.claim_due(100, 60) == []  # two being sent, six held: all leased
+            worker.stop()
+        finally:
+            rx.release()
+            thread.join(timeout=60)
+        assert not thread.is_alive()
+        sent = {r.webhook_id for r in rx.snapshot()}
+    assert status_counts(store)["delivered"] == 2
+    back = store.claim_due(100, 60)
+    assert len(back) == 6 and not sent & {c.event_id for c in back}

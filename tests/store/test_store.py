@@ -394,3 +394,17 @@ def test_claim_bounded_per_subscription_looks_past_a_queue(make_store: Any) -> N
     assert store.claim_due(4, 60, busy={"crm": 3, "erp": 3}, per_subscription=3) == []
     unbounded = store.claim_due(20, 60)
     assert sorted(c.subscription_id for c in unbounded) == ["crm"] * 9  # 11 crm rows, 2 claimed
+
+
+def test_release_claims_gives_back_only_what_is_still_held(make_store: Any) -> None:
+    store = make_store([SUB])
+    store.record_events([ev(i, subject=f"c-{i}") for i in range(3)])
+    held = store.claim_due(3, 60)
+    assert store.claim_due(3, 60) == []
+    from kti_policy.store.tables import deliveries_t
+
+    with store.engine.begin() as conn:  # the first row's lease was lost to another worker
+        conn.execute(deliveries_t.update().where(deliveries_t.c.id == held[0].id).values(claim_token="other"))
+    assert store.release_claims(held) == 2
+    assert sorted(c.id for c in store.claim_due(3, 60)) == sorted(c.id for c in held[1:])
+    assert store.release_claims([]) == 0

@@ -321,7 +321,7 @@ class Worker:
         and the whole outbox moved one round per timeout.
         """
         stop = stop_event or self.stop_event
-        hand = _Dispatcher(self)
+        hand = _Dispatcher(self, stop)
         failures = 0
         last_gauges = 0.0
         try:
@@ -383,8 +383,9 @@ class _Dispatcher:
     and the row is sent again.
     """
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, stop: threading.Event) -> None:
         self.worker = worker
+        self.stop = stop  # once set, no sender starts another attempt
         rounds = math.ceil(worker.batch_size / worker.concurrency)
         self.held_per_subscription = worker.per_subscription * rounds
         self.lock = threading.Lock()
@@ -394,13 +395,12 @@ class _Dispatcher:
         self.runners: set[Future[None]] = set()
         self.ended: list[AttemptOutcome] = []
         self.first_ended = 0.0
-        self.stopping = False
 
     # -- the runners (the pool's threads)
 
     def _next(self) -> Claim | None:
         """The oldest held claim whose subscription may send one more (under the lock)."""
-        if self.stopping:
+        if self.stop.is_set():
             return None
         limit = self.worker.per_subscription
         for i, claim in enumerate(self.waiting):
@@ -505,13 +505,13 @@ class _Dispatcher:
             return max(0.0, min(poll, RECORD_DELAY - (time.monotonic() - self.first_ended)))
 
     def finish(self) -> None:
-        """On stop: the runners end the attempts under way and take no more; record them. Held
-        rows not sent are left to their leases."""
-        with self.lock:
-            self.stopping = True
+        """On stop: the runners end the attempts under way and take no more; record them, and give
+        the held rows not sent back (due at once for the next worker, not when their leases end)."""
         wait(list(self.runners))
         try:
             self.record(force=True)
+            self.worker.store.release_claims(self.waiting)
+            self.waiting = []
         except Exception:
             log.exception("recording the last webhook attempts failed; their leases will expire")
 

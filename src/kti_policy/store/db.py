@@ -854,6 +854,24 @@ class Store:
         )
         return self.complete_attempts([outcome])[0]
 
+    def release_claims(self, claims: Sequence[Claim]) -> int:
+        """Give back leased deliveries that were not attempted (a worker stopping with rows in hand):
+        due again at once for any worker, instead of when the lease runs out. A row whose lease was
+        lost meanwhile is left to its new owner. Returns how many were given back."""
+        if not claims:
+            return 0
+        d = deliveries_t.c
+        released = 0
+        with self._write() as conn:
+            for token in sorted({c.claim_token for c in claims}):
+                ids = [c.id for c in claims if c.claim_token == token]
+                released += conn.execute(
+                    deliveries_t.update()
+                    .where(d.id.in_(ids), d.claim_token == token, d.status == "pending")
+                    .values(claimed_until=None, claim_token=None)
+                ).rowcount
+        return released
+
     def complete_attempts(self, outcomes: Sequence[AttemptOutcome]) -> list[bool]:
         """Record attempts' outcomes in one transaction. Not delivered and no
         ``next_attempt_at`` means dead; delivered removes the body (and the clear id with it).

@@ -60,12 +60,12 @@ def serve_command(host: str, port: int, no_delivery: bool) -> None:
     except KtiError as exc:
         raise click.ClickException(str(exc)) from None
 
-    worker = None
+    worker = thread = None
     if not no_delivery:
         from kti_policy.hooks.delivery import Worker
 
         worker = Worker.from_config(app.extensions["kti"].store, config)
-        worker.start_background()
+        thread = worker.start_background()
         click.echo("webhook delivery runs in the background", err=True)
     click.echo(f"kti-policy serving on http://{bind}", err=True)
     try:
@@ -74,6 +74,7 @@ def serve_command(host: str, port: int, no_delivery: bool) -> None:
             request_handler=_RedactingRequestHandler,
         )
     finally:
-        if worker is not None:
-            worker.stop()
+        if worker is not None and thread is not None:
+            worker.stop()  # the attempts under way end, deliveries in hand are given back
+            thread.join(timeout=worker.timeout + 5)
         app.extensions["kti"].close()
