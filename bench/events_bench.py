@@ -181,13 +181,12 @@ def run(kind: str, pg_url: str | None, n_events: int, n_deliveries: int) -> None
         before = counts["delivered"]
         worker = Worker(store, jitter=0, concurrency=8, poll_interval=0.05)
         t0 = time.perf_counter()
-        thread = worker.start_background() if hasattr(worker, "start_background") else None
+        thread = worker.start_background()
         while status_counts(store)["delivered"] - before < n_deliveries and time.perf_counter() - t0 < 600:
             time.sleep(0.05)
         elapsed = time.perf_counter() - t0
         worker.stop()
-        if thread is not None:
-            thread.join()
+        thread.join()
         counts = status_counts(store)
         store.close()
         sent = counts["delivered"] - before

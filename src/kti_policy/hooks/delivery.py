@@ -140,8 +140,9 @@ class Worker:
             per_subscription = max(1, self.concurrency // 2) if len(self.subscriptions) > 1 else self.concurrency
         self.per_subscription = max(1, per_subscription)
         self.timeout = timeout
-        rounds = math.ceil(self.batch_size / self.concurrency)
-        self.lease_seconds = lease_seconds or (timeout + 5) * rounds + 30
+        # rounds of ``concurrency`` attempts a claimed row may wait through: its lease covers them
+        self.rounds = math.ceil(self.batch_size / self.concurrency)
+        self.lease_seconds = lease_seconds or (timeout + 5) * self.rounds + 30
         self.poll_interval = poll_interval
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
@@ -386,25 +387,30 @@ class _Dispatcher:
     def __init__(self, worker: Worker, stop: threading.Event) -> None:
         self.worker = worker
         self.stop = stop  # once set, no sender starts another attempt
-        rounds = math.ceil(worker.batch_size / worker.concurrency)
-        self.held_per_subscription = worker.per_subscription * rounds
+        self.held_per_subscription = worker.per_subscription * worker.rounds
         self.lock = threading.Lock()
         self.waiting: list[Claim] = []  # claimed, not yet sent, oldest first
-        self.held: Counter[str] = Counter()  # waiting and being sent, per subscription
-        self.sending: Counter[str] = Counter()
+        self.sending: Counter[str] = Counter()  # per subscription
         self.runners: set[Future[None]] = set()
         self.ended: list[AttemptOutcome] = []
         self.first_ended = 0.0
 
     # -- the runners (the pool's threads)
 
+    def _may_send(self, claim: Claim) -> bool:
+        """Whether the claim's subscription may send one more now (under the lock)."""
+        return self.sending[claim.subscription_id] < self.worker.per_subscription
+
+    def _startable(self) -> int:
+        """How many held claims may be sent now (under the lock)."""
+        return sum(1 for c in self.waiting if self._may_send(c))
+
     def _next(self) -> Claim | None:
         """The oldest held claim whose subscription may send one more (under the lock)."""
         if self.stop.is_set():
             return None
-        limit = self.worker.per_subscription
         for i, claim in enumerate(self.waiting):
-            if self.sending[claim.subscription_id] < limit:
+            if self._may_send(claim):
                 del self.waiting[i]
                 self.sending[claim.subscription_id] += 1
                 return claim
@@ -422,11 +428,7 @@ class _Dispatcher:
                 log.exception("delivery %s: the attempt failed; its lease will expire", claim.id)
                 outcome = None
             with self.lock:
-                sub = claim.subscription_id
-                self.sending[sub] -= 1
-                self.held[sub] -= 1
-                if self.held[sub] <= 0:
-                    del self.held[sub], self.sending[sub]
+                self.sending[claim.subscription_id] -= 1
                 if outcome is not None:
                     if not self.ended:
                         self.first_ended = time.monotonic()
@@ -446,16 +448,13 @@ class _Dispatcher:
         """Claim due deliveries when fewer than ``concurrency`` held ones could start now."""
         w = self.worker
         with self.lock:
-            limit = w.per_subscription
-            startable = sum(1 for c in self.waiting if self.sending[c.subscription_id] < limit)
-            room = w.batch_size - sum(self.held.values())
-            held = dict(self.held)
+            startable = self._startable()
+            held = Counter(c.subscription_id for c in self.waiting) + self.sending  # waiting and being sent
+        room = w.batch_size - held.total()
         if startable >= w.concurrency or room <= 0:
             return 0
         claims = w.store.claim_due(room, w.lease_seconds, held, self.held_per_subscription)
         with self.lock:
-            for claim in claims:
-                self.held[claim.subscription_id] += 1
             self.waiting.extend(claims)
         return len(claims)
 
@@ -464,8 +463,7 @@ class _Dispatcher:
         w = self.worker
         self.runners = {f for f in self.runners if not f.done()}
         with self.lock:
-            limit = w.per_subscription
-            startable = sum(1 for c in self.waiting if self.sending[c.subscription_id] < limit)
+            startable = self._startable()
         new = min(w.concurrency - len(self.runners), startable)
         if new <= 0:
             return 0
