@@ -58,9 +58,9 @@ def load_config(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = dict(DEFAULTS)
     out.update({k: v for k, v in source.items() if v is not None or k not in DEFAULTS})
     for key in _INT_KEYS:
-        out[key] = _number(key, out[key], int)
+        out[key] = number_setting(key, out[key], int)
     for key in _FLOAT_KEYS:
-        out[key] = _number(key, out[key], float)
+        out[key] = number_setting(key, out[key], float)
     if out["KTI_MAX_BODY_BYTES"] <= 0:
         raise ConfigError("KTI_MAX_BODY_BYTES must be positive", {"setting": "KTI_MAX_BODY_BYTES"})
     if out["KTI_FACTS_CACHE_SIZE"] < 0:
@@ -70,7 +70,8 @@ def load_config(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return out
 
 
-def _number(key: str, value: Any, kind: type) -> Any:
+def number_setting(key: str, value: Any, kind: type) -> Any:
+    """``kind(value)``, or a ``ConfigError`` that names the setting and the value given."""
     try:
         return kind(value)
     except (TypeError, ValueError):

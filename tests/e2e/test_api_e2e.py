@@ -227,6 +227,10 @@ def test_serve_command(tmp_path: Path) -> None:
     refused = subprocess.run([exe, "serve", "--host", "0.0.0.0", "--port", str(free_port())],
                              env=env, capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert refused.returncode != 0 and "KTI_API_KEYS" in refused.stderr
+    bad = subprocess.run([exe, "serve", "--port", str(free_port())], env={**env, "KTI_HOOK_TIMEOUT": "soon"},
+                         capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "Error: KTI_HOOK_TIMEOUT must be a number, got 'soon'" in bad.stderr
     port = free_port()
     proc = subprocess.Popen([exe, "serve", "--port", str(port)], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -304,8 +304,10 @@ def test_worker_settings_from_config(make_store: Any) -> None:
     worker = Worker.from_config(store, {"KTI_HOOK_CONCURRENCY_PER_SUBSCRIPTION": "5"})
     assert (worker.concurrency, worker.per_subscription) == (8, 5)
     assert Worker(make_store(subs[:1]), concurrency=6).per_subscription == 6  # no one else to wait
-    with pytest.raises(ConfigError, match="webhook worker settings"):
+    with pytest.raises(ConfigError, match="KTI_HOOK_CONCURRENCY_PER_SUBSCRIPTION must be a number, got 'half'"):
         Worker.from_config(store, {"KTI_HOOK_CONCURRENCY_PER_SUBSCRIPTION": "half"})
+    with pytest.raises(ConfigError, match="KTI_HOOK_TIMEOUT must be a number, got 'soon'"):
+        Worker.from_config(store, {"KTI_HOOK_TIMEOUT": "soon"})
 
 
 def test_outcomes_the_database_refuses_are_recorded_later(make_store: Any, receiver: Any,

@@ -41,6 +41,7 @@ import requests
 import urllib3
 from standardwebhooks.webhooks import Webhook
 
+from kti_policy.config import number_setting
 from kti_policy.errors import ConfigError, KtiError
 from kti_policy.retry_after import parse_retry_after
 from kti_policy.store import metrics_events as metrics
@@ -155,14 +156,13 @@ class Worker:
         """``KTI_HOOK_RETRY_SCHEDULE``, ``KTI_HOOK_RETRY_JITTER``, ``KTI_HOOK_TIMEOUT``,
         ``KTI_HOOK_CONCURRENCY``, ``KTI_HOOK_CONCURRENCY_PER_SUBSCRIPTION`` from the mapping
         (defaults per CONTRACT section 4)."""
-        try:
-            jitter = float(config.get("KTI_HOOK_RETRY_JITTER", 0.2))
-            timeout = float(config.get("KTI_HOOK_TIMEOUT", 15))
-            concurrency = int(config.get("KTI_HOOK_CONCURRENCY", 8))
-            per_sub = config.get("KTI_HOOK_CONCURRENCY_PER_SUBSCRIPTION")
-            per_subscription = int(per_sub) if per_sub not in (None, "") else None
-        except ValueError as exc:
-            raise ConfigError(f"webhook worker settings: {exc}") from None
+        jitter = number_setting("KTI_HOOK_RETRY_JITTER", config.get("KTI_HOOK_RETRY_JITTER", 0.2), float)
+        timeout = number_setting("KTI_HOOK_TIMEOUT", config.get("KTI_HOOK_TIMEOUT", 15), float)
+        concurrency = number_setting("KTI_HOOK_CONCURRENCY", config.get("KTI_HOOK_CONCURRENCY", 8), int)
+        per_sub = config.get("KTI_HOOK_CONCURRENCY_PER_SUBSCRIPTION")
+        per_subscription = (
+            None if per_sub in (None, "") else number_setting("KTI_HOOK_CONCURRENCY_PER_SUBSCRIPTION", per_sub, int)
+        )
         from kti_policy.register.scheduler import ObligationScheduler
 
         return cls(

@@ -64,7 +64,11 @@ def serve_command(host: str, port: int, no_delivery: bool) -> None:
     if not no_delivery:
         from kti_policy.hooks.delivery import Worker
 
-        worker = Worker.from_config(app.extensions["kti"].store, config)
+        try:
+            worker = Worker.from_config(app.extensions["kti"].store, config)
+        except KtiError as exc:  # a bad KTI_HOOK_* setting: the message names it, no traceback
+            app.extensions["kti"].close()
+            raise click.ClickException(str(exc)) from None
         thread = worker.start_background()
         click.echo("webhook delivery runs in the background", err=True)
     click.echo(f"kti-policy serving on http://{bind}", err=True)
